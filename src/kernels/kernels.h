@@ -1,0 +1,78 @@
+// The op interface every model is written against. Each op has one file in this directory.
+// Ops that have a fast path (oneDNN GEMM/convolution) also expose a plain `_reference`
+// implementation: it defines the semantics and the tests hold the fast path to it.
+//
+// Layouts: images are NCHW; token sequences are [batch, length, channels] (NLC).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace sdrt::kernels {
+
+// The CPU engine and stream oneDNN primitives run on (dnnl_engine.cpp). Created once, never mutated.
+}  // namespace sdrt::kernels
+namespace dnnl {
+class engine;
+class stream;
+}  // namespace dnnl
+namespace sdrt::kernels {
+const dnnl::engine& cpu_engine();
+dnnl::stream& cpu_stream();
+
+// ---- GEMM (gemm.cpp): row-major C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                    int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// ---- Linear (linear.cpp): y[..., out] = x[..., in] * W[out, in]^T + b[out]. `bias` may be undefined.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// ---- Convolution (conv2d.cpp): x [N, C, H, W], weight [O, C, kh, kw], bias [O] or undefined.
+struct Conv2dParams {
+  int stride = 1;
+  int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  static Conv2dParams symmetric(int stride, int padding) { return {stride, padding, padding, padding, padding}; }
+};
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Conv2dParams p);
+Tensor conv2d_reference(const Tensor& x, const Tensor& weight, const Tensor& bias, Conv2dParams p);
+
+// ---- Normalisation (group_norm.cpp, layer_norm.cpp). Statistics are accumulated in double.
+// GroupNorm over x [N, C, *]; `fuse_silu` applies SiLU to the output (the common norm+act pair).
+Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                  bool fuse_silu = false);
+// LayerNorm over the last dimension.
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
+
+// ---- Activations (activations.cpp), in place.
+enum class Activation { None, SiLU, GELU, GELUTanh, QuickGELU, ReLU };
+// Parses the diffusers/transformers names: silu/swish, gelu, gelu_new/gelu_pytorch_tanh, quick_gelu, relu.
+Activation activation_from_name(const std::string& name);
+void apply_activation(Tensor& x, Activation act);
+// GEGLU (geglu.cpp): x [..., 2H] split into (h, g) halves -> h * gelu(g), [..., H].
+Tensor geglu(const Tensor& x);
+
+// ---- Attention (attention.cpp): q [B, Lq, heads*d], k and v [B, Lk, heads*d] -> [B, Lq, heads*d].
+// softmax(q k^T * scale) v per head; `causal` masks key j > query i.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal = false);
+Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale,
+                           bool causal = false);
+
+// ---- Element-wise and data movement (elementwise.cpp, layout.cpp).
+void add_inplace(Tensor& x, const Tensor& y);  // same shape
+void scale_inplace(Tensor& x, float s);
+// x [N, C, *] += v[n, c] broadcast over the spatial positions (v is [N, C] or [C]).
+void add_channel_broadcast(Tensor& x, const Tensor& v);
+Tensor upsample_nearest2x(const Tensor& x);                  // [N, C, H, W] -> [N, C, 2H, 2W]
+Tensor concat_channels(const Tensor& a, const Tensor& b);    // along dim 1
+Tensor nchw_to_nlc(const Tensor& x);                         // [N, C, H, W] -> [N, H*W, C]
+Tensor nlc_to_nchw(const Tensor& x, int64_t h, int64_t w);   // [N, H*W, C] -> [N, C, H, W]
+
+// ---- Timestep embedding (timestep_embedding.cpp): diffusers' get_timestep_embedding, float32 math.
+Tensor timestep_embedding(const std::vector<float>& timesteps, int dim, bool flip_sin_to_cos, float freq_shift,
+                          float max_period = 10000.0f);
+
+}  // namespace sdrt::kernels

@@ -1,0 +1,45 @@
+// Binds checkpoint tensors to modules by their diffusers/transformers names. Each lookup checks
+// the shape, so a checkpoint of another architecture fails at load with the tensor named and
+// expected vs got, instead of producing garbage later. Names no module asked for are reported.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/safetensors.h"
+
+namespace sdrt {
+
+class WeightSource {
+ public:
+  explicit WeightSource(std::shared_ptr<const SafeTensors> file, std::string prefix = "");
+  static WeightSource open(const std::string& path);
+
+  // A view of the names under `prefix + "."`; lookups share the used-name record.
+  WeightSource sub(const std::string& prefix) const;
+
+  const std::string& path() const;
+  bool contains(const std::string& name) const;
+  // Loads `name` as float32 and checks its shape.
+  Tensor get(const std::string& name, const Shape& expected) const;
+  // The same, but a missing tensor gives an undefined Tensor.
+  Tensor get_optional(const std::string& name, const Shape& expected) const;
+  // Some tensors have two historical names (e.g. VAE attention query/to_q) or layouts
+  // (Linear [C, C] vs 1x1 conv [C, C, 1, 1]); the first name present is used, reshaped to `expected`.
+  Tensor get_any(const std::vector<std::string>& names, const Shape& expected) const;
+
+  // Tensors in the file that no module bound.
+  std::vector<std::string> unused() const;
+
+ private:
+  std::string full(const std::string& name) const { return prefix_.empty() ? name : prefix_ + "." + name; }
+  std::shared_ptr<const SafeTensors> file_;
+  std::string prefix_;
+  std::shared_ptr<std::set<std::string>> used_;
+};
+
+}  // namespace sdrt
