@@ -110,9 +110,11 @@ TensorInfo parse_entry(const std::string& source, const std::string& name, const
     fail(where(), "data_offsets [", info.begin, ", ", info.end, "] run past the end of the data section (",
          data_size, " bytes; the file may be truncated)");
   uint64_t expected;
-  if (mul_overflows(numel, dtype_size(info.dtype), &expected) || expected != info.end - info.begin)
+  if (mul_overflows(numel, dtype_size(info.dtype), &expected))
+    fail(where(), "shape ", shape_str(info.shape), " of ", dtype_name(info.dtype), " overflows");
+  if (expected != info.end - info.begin)
     fail(where(), "shape ", shape_str(info.shape), " of ", dtype_name(info.dtype), " needs ", numel, " x ",
-         dtype_size(info.dtype), " bytes, but data_offsets span ", info.end - info.begin);
+         dtype_size(info.dtype), " = ", expected, " bytes, but data_offsets span ", info.end - info.begin);
   return info;
 }
 

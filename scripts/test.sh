@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds sdrt and runs the whole test suite (ctest). This is the README's test command and
+# what CI runs. Options:
+#   --sanitize   build into build-asan with AddressSanitizer + UndefinedBehaviorSanitizer
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install_deps.sh
+
+build_dir=build
+cmake_args=(-DCMAKE_BUILD_TYPE=Release)
+if [[ "${1:-}" == "--sanitize" ]]; then
+  build_dir=build-asan
+  cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDRT_SANITIZE=ON)
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
+cmake -S . -B "$build_dir" "${cmake_args[@]}" > "$build_dir.log" 2>&1 || { cat "$build_dir.log"; exit 1; }
+cmake --build "$build_dir" -j"$(nproc)" >> "$build_dir.log" 2>&1 || { tail -60 "$build_dir.log"; exit 1; }
+cd "$build_dir"
+ctest --output-on-failure -j"$(nproc)" --timeout 1800
