@@ -1,0 +1,226 @@
+#include "models/vae.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "core/error.h"
+
+namespace sdrt {
+
+namespace {
+
+void check_block_types(const Config& config, const std::string& key, const std::string& supported, int levels) {
+  if (!config.has(key)) return;  // absent: one supported block per level (real configs always list them)
+  auto types = config.get<std::vector<std::string>>(key);
+  if (static_cast<int>(types.size()) != levels)
+    config.bad_value(key, str("has ", types.size(), " entries but block_out_channels has ", levels));
+  for (const auto& t : types)
+    if (t != supported) config.bad_value(key, str("block type '", t, "' is not supported (only ", supported, ")"));
+}
+
+void record(VaeTrace* trace, const std::string& name, const Tensor& t) {
+  if (trace) (*trace)[name] = t;
+}
+
+// conv_norm_out then SiLU (nn.SiLU in diffusers, whatever act_fn is). The pre-activation value is
+// only materialised when it is traced.
+Tensor norm_silu(const GroupNorm& norm, const Tensor& x, VaeTrace* trace, const std::string& name) {
+  if (!trace) return norm(x, /*fuse_silu=*/true);
+  Tensor y = norm(x);
+  record(trace, name, y.clone());
+  kernels::apply_activation(y, kernels::Activation::SiLU);
+  return y;
+}
+
+void check_input(const Tensor& x, int64_t channels, const char* what) {
+  SDRT_CHECK(x.rank() == 4 && x.dim(1) == channels, "AutoencoderKL ", what, ": expected [N, ", channels,
+             ", H, W], got ", shape_str(x.shape()));
+  SDRT_CHECK(x.dim(0) > 0 && x.dim(2) > 0 && x.dim(3) > 0, "AutoencoderKL ", what, ": empty input ",
+             shape_str(x.shape()));
+}
+
+}  // namespace
+
+// ---- VaeConfig
+
+VaeConfig VaeConfig::load(const Config& config) {
+  VaeConfig c;
+  c.in_channels = config.get<int64_t>("in_channels", c.in_channels);
+  c.out_channels = config.get<int64_t>("out_channels", c.out_channels);
+  c.latent_channels = config.get<int64_t>("latent_channels", c.latent_channels);
+  c.block_out_channels = config.get<std::vector<int64_t>>("block_out_channels", c.block_out_channels);
+  c.layers_per_block = config.get<int>("layers_per_block", c.layers_per_block);
+  c.norm_num_groups = config.get<int>("norm_num_groups", c.norm_num_groups);
+  c.mid_block_add_attention = config.get<bool>("mid_block_add_attention", c.mid_block_add_attention);
+  c.use_quant_conv = config.get<bool>("use_quant_conv", c.use_quant_conv);
+  c.use_post_quant_conv = config.get<bool>("use_post_quant_conv", c.use_post_quant_conv);
+  c.scaling_factor = config.get<float>("scaling_factor", c.scaling_factor);
+  c.shift_factor = config.get<float>("shift_factor", c.shift_factor);
+  std::string act = config.get<std::string>("act_fn", "silu");
+  try {
+    c.act_fn = kernels::activation_from_name(act);
+  } catch (const Error& e) {
+    config.bad_value("act_fn", e.what());
+  }
+
+  auto positive = [&](const std::string& key, int64_t v) {
+    if (v <= 0) config.bad_value(key, "must be positive");
+  };
+  positive("in_channels", c.in_channels);
+  positive("out_channels", c.out_channels);
+  positive("latent_channels", c.latent_channels);
+  positive("layers_per_block", c.layers_per_block);
+  positive("norm_num_groups", c.norm_num_groups);
+  if (c.block_out_channels.empty() || c.block_out_channels.size() > 30)
+    config.bad_value("block_out_channels", "needs between 1 and 30 levels");
+  for (int64_t ch : c.block_out_channels)
+    if (ch <= 0 || ch % c.norm_num_groups != 0)
+      config.bad_value("block_out_channels", str("channel count ", ch, " is not a positive multiple of norm_num_groups ",
+                                                 c.norm_num_groups));
+  check_block_types(config, "down_block_types", "DownEncoderBlock2D", c.levels());
+  check_block_types(config, "up_block_types", "UpDecoderBlock2D", c.levels());
+  return c;
+}
+
+// ---- LatentDistribution
+
+Tensor LatentDistribution::std() const {
+  Tensor s = Tensor::empty(logvar.shape());
+  for (int64_t i = 0; i < s.numel(); ++i) s[i] = std::exp(0.5f * logvar[i]);
+  return s;
+}
+
+Tensor LatentDistribution::sample(const Tensor& noise) const {
+  SDRT_CHECK(noise.shape() == mean.shape(), "LatentDistribution::sample: noise ", shape_str(noise.shape()),
+             " does not match the latents ", shape_str(mean.shape()));
+  Tensor s = std();
+  for (int64_t i = 0; i < s.numel(); ++i) s[i] = mean[i] + s[i] * noise[i];
+  return s;
+}
+
+namespace {
+
+// moments [N, 2C, h, w] -> mean = moments[:, :C], logvar = clamp(moments[:, C:], -30, 20).
+LatentDistribution split_moments(const Tensor& moments) {
+  int64_t n = moments.dim(0), c = moments.dim(1) / 2, plane = c * moments.dim(2) * moments.dim(3);
+  Shape shape = {n, c, moments.dim(2), moments.dim(3)};
+  LatentDistribution d{Tensor::empty(shape), Tensor::empty(shape)};
+  for (int64_t b = 0; b < n; ++b) {
+    const float* src = moments.data() + b * 2 * plane;
+    std::copy(src, src + plane, d.mean.data() + b * plane);
+    float* logvar = d.logvar.data() + b * plane;
+    for (int64_t i = 0; i < plane; ++i) logvar[i] = std::clamp(src[plane + i], -30.0f, 20.0f);
+  }
+  return d;
+}
+
+}  // namespace
+
+// ---- VaeEncoder
+
+VaeEncoder VaeEncoder::load(const WeightSource& w, const VaeConfig& config) {
+  VaeEncoder e;
+  VaeBlockParams p{config.norm_num_groups, config.act_fn};
+  const auto& channels = config.block_out_channels;
+  e.conv_in_ = Conv2d::load_same(w, "conv_in", config.in_channels, channels.front(), 3);
+  int64_t in = channels.front();
+  for (int i = 0; i < config.levels(); ++i) {
+    bool last = i + 1 == config.levels();
+    e.down_blocks_.push_back(DownEncoderBlock2D::load(w.sub(str("down_blocks.", i)), in, channels[i],
+                                                      config.layers_per_block, /*add_downsample=*/!last, p));
+    in = channels[i];
+  }
+  e.mid_block_ = VaeMidBlock::load(w.sub("mid_block"), channels.back(), p, config.mid_block_add_attention);
+  e.conv_norm_out_ = GroupNorm::load(w, "conv_norm_out", channels.back(), config.norm_num_groups, p.eps);
+  e.conv_out_ = Conv2d::load_same(w, "conv_out", channels.back(), 2 * config.latent_channels, 3);
+  return e;
+}
+
+Tensor VaeEncoder::operator()(const Tensor& image, VaeTrace* trace) const {
+  Tensor h = conv_in_(image);
+  record(trace, "encoder.conv_in", h);
+  for (size_t i = 0; i < down_blocks_.size(); ++i) {
+    h = down_blocks_[i](std::move(h));
+    record(trace, str("encoder.down_blocks.", i), h);
+  }
+  h = mid_block_(std::move(h));
+  record(trace, "encoder.mid_block", h);
+  h = conv_out_(norm_silu(conv_norm_out_, h, trace, "encoder.conv_norm_out"));
+  record(trace, "encoder.conv_out", h);
+  return h;
+}
+
+// ---- VaeDecoder
+
+VaeDecoder VaeDecoder::load(const WeightSource& w, const VaeConfig& config) {
+  VaeDecoder d;
+  VaeBlockParams p{config.norm_num_groups, config.act_fn};
+  std::vector<int64_t> channels(config.block_out_channels.rbegin(), config.block_out_channels.rend());
+  d.conv_in_ = Conv2d::load_same(w, "conv_in", config.latent_channels, channels.front(), 3);
+  d.mid_block_ = VaeMidBlock::load(w.sub("mid_block"), channels.front(), p, config.mid_block_add_attention);
+  int64_t in = channels.front();
+  for (int i = 0; i < config.levels(); ++i) {
+    bool last = i + 1 == config.levels();
+    // The decoder has one resnet more per level than the encoder.
+    d.up_blocks_.push_back(UpDecoderBlock2D::load(w.sub(str("up_blocks.", i)), in, channels[i],
+                                                  config.layers_per_block + 1, /*add_upsample=*/!last, p));
+    in = channels[i];
+  }
+  d.conv_norm_out_ = GroupNorm::load(w, "conv_norm_out", channels.back(), config.norm_num_groups, p.eps);
+  d.conv_out_ = Conv2d::load_same(w, "conv_out", channels.back(), config.out_channels, 3);
+  return d;
+}
+
+Tensor VaeDecoder::operator()(Tensor z, VaeTrace* trace) const {
+  Tensor h = conv_in_(z);
+  z = Tensor();
+  record(trace, "decoder.conv_in", h);
+  h = mid_block_(std::move(h));
+  record(trace, "decoder.mid_block", h);
+  for (size_t i = 0; i < up_blocks_.size(); ++i) {
+    h = up_blocks_[i](std::move(h));
+    record(trace, str("decoder.up_blocks.", i), h);
+  }
+  h = conv_out_(norm_silu(conv_norm_out_, h, trace, "decoder.conv_norm_out"));
+  record(trace, "decoder.conv_out", h);
+  return h;
+}
+
+// ---- AutoencoderKL
+
+AutoencoderKL AutoencoderKL::load(const std::string& dir) {
+  VaeConfig config = VaeConfig::load(Config::load(dir + "/config.json"));
+  return load(config, WeightSource::open(dir + "/diffusion_pytorch_model.safetensors"));
+}
+
+AutoencoderKL AutoencoderKL::load(const VaeConfig& config, const WeightSource& weights) {
+  AutoencoderKL vae;
+  vae.config_ = config;
+  vae.encoder_ = VaeEncoder::load(weights.sub("encoder"), config);
+  vae.decoder_ = VaeDecoder::load(weights.sub("decoder"), config);
+  int64_t latent = config.latent_channels;
+  const auto one_by_one = kernels::Conv2dParams::symmetric(1, 0);
+  if (config.use_quant_conv)
+    vae.quant_conv_ = Conv2d::load(weights, "quant_conv", 2 * latent, 2 * latent, 1, one_by_one);
+  if (config.use_post_quant_conv)
+    vae.post_quant_conv_ = Conv2d::load(weights, "post_quant_conv", latent, latent, 1, one_by_one);
+  return vae;
+}
+
+Tensor AutoencoderKL::decode(const Tensor& z, VaeTrace* trace) const {
+  check_input(z, config_.latent_channels, "decode");
+  Tensor h = post_quant_conv_ ? (*post_quant_conv_)(z) : z;
+  record(trace, "post_quant_conv", h);
+  return decoder_(std::move(h), trace);
+}
+
+LatentDistribution AutoencoderKL::encode(const Tensor& image, VaeTrace* trace) const {
+  check_input(image, config_.in_channels, "encode");
+  Tensor moments = encoder_(image, trace);
+  if (quant_conv_) moments = (*quant_conv_)(moments);
+  record(trace, "quant_conv", moments);
+  return split_moments(moments);
+}
+
+}  // namespace sdrt
