@@ -5,10 +5,16 @@
 namespace sdrt {
 
 WeightSource::WeightSource(std::shared_ptr<const SafeTensors> file, std::string prefix)
-    : file_(std::move(file)), prefix_(std::move(prefix)), used_(std::make_shared<std::set<std::string>>()) {}
+    : file_(std::move(file)), prefix_(std::move(prefix)) {}
 
 WeightSource WeightSource::open(const std::string& path) {
   return WeightSource(std::make_shared<const SafeTensors>(SafeTensors::open(path)));
+}
+
+WeightSource WeightSource::synthetic(TensorFactory factory, std::string label) {
+  WeightSource s;
+  s.synthetic_ = std::make_shared<Synthetic>(Synthetic{std::move(factory), std::move(label), {}});
+  return s;
 }
 
 WeightSource WeightSource::sub(const std::string& prefix) const {
@@ -17,13 +23,27 @@ WeightSource WeightSource::sub(const std::string& prefix) const {
   return s;
 }
 
-const std::string& WeightSource::path() const { return file_->path(); }
+const std::string& WeightSource::path() const { return synthetic_ ? synthetic_->label : file_->path(); }
 
-bool WeightSource::contains(const std::string& name) const { return file_->contains(full(name)); }
+bool WeightSource::contains(const std::string& name) const {
+  // A synthetic model has exactly the tensors that were asked for by their canonical names.
+  return synthetic_ ? synthetic_->made.count(full(name)) != 0 : file_->contains(full(name));
+}
+
+Tensor WeightSource::make(const std::string& key, const Shape& expected) const {
+  Tensor t = synthetic_->factory(key, expected);
+  SDRT_CHECK(t.shape() == expected, "synthetic tensor '", key, "' has shape ", shape_str(t.shape()), ", expected ",
+             shape_str(expected));
+  synthetic_->made[key] = t;
+  used_->insert(key);
+  return t;
+}
 
 Tensor WeightSource::get(const std::string& name, const Shape& expected) const {
   std::string key = full(name);
-  if (!file_->contains(key)) fail(file_->path(), ": missing tensor '", key, "' (expected shape ", shape_str(expected), ")");
+  if (synthetic_) return make(key, expected);
+  if (!file_->contains(key))
+    fail(file_->path(), ": missing tensor '", key, "' (expected shape ", shape_str(expected), ")");
   const TensorInfo& info = file_->info(key);
   if (info.shape != expected)
     fail(file_->path(), ": tensor '", key, "' has shape ", shape_str(info.shape), ", expected ", shape_str(expected));
@@ -36,6 +56,8 @@ Tensor WeightSource::get_optional(const std::string& name, const Shape& expected
 }
 
 Tensor WeightSource::get_any(const std::vector<std::string>& names, const Shape& expected) const {
+  SDRT_CHECK(!names.empty(), "get_any: no names given");
+  if (synthetic_) return make(full(names.front()), expected);
   for (const auto& name : names) {
     if (!contains(name)) continue;
     std::string key = full(name);
@@ -54,9 +76,15 @@ Tensor WeightSource::get_any(const std::vector<std::string>& names, const Shape&
 
 std::vector<std::string> WeightSource::unused() const {
   std::vector<std::string> out;
+  if (synthetic_) return out;
   for (const auto& [name, info] : file_->tensors())
     if (!used_->count(name)) out.push_back(name);
   return out;
+}
+
+const std::map<std::string, Tensor>& WeightSource::made() const {
+  SDRT_CHECK(synthetic_, "made(): not a synthetic weight source");
+  return synthetic_->made;
 }
 
 }  // namespace sdrt

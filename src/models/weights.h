@@ -1,9 +1,14 @@
 // Binds checkpoint tensors to modules by their diffusers/transformers names. Each lookup checks
 // the shape, so a checkpoint of another architecture fails at load with the tensor named and
 // expected vs got, instead of producing garbage later. Names no module asked for are reported.
+//
+// The tensors come from a safetensors file, or from a synthetic source that makes each
+// tensor on request: that is how `sdrt init-random` learns the exact names and shapes of a
+// full-size model from the same code that loads real checkpoints.
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -14,10 +19,16 @@
 
 namespace sdrt {
 
+// Makes the tensor `name` of shape `shape` for a synthetic source.
+using TensorFactory = std::function<Tensor(const std::string& name, const Shape& shape)>;
+
 class WeightSource {
  public:
   explicit WeightSource(std::shared_ptr<const SafeTensors> file, std::string prefix = "");
   static WeightSource open(const std::string& path);
+  // Every lookup of a canonical name succeeds with a tensor from `factory`; the made tensors
+  // are kept and returned by made().
+  static WeightSource synthetic(TensorFactory factory, std::string label = "<synthetic>");
 
   // A view of the names under `prefix + "."`; lookups share the used-name record.
   WeightSource sub(const std::string& prefix) const;
@@ -29,17 +40,29 @@ class WeightSource {
   // The same, but a missing tensor gives an undefined Tensor.
   Tensor get_optional(const std::string& name, const Shape& expected) const;
   // Some tensors have two historical names (e.g. VAE attention query/to_q) or layouts
-  // (Linear [C, C] vs 1x1 conv [C, C, 1, 1]); the first name present is used, reshaped to `expected`.
+  // (Linear [C, C] vs 1x1 conv [C, C, 1, 1]); the first name present is used, reshaped to
+  // `expected`. A synthetic source makes the first (canonical) name.
   Tensor get_any(const std::vector<std::string>& names, const Shape& expected) const;
 
   // Tensors in the file that no module bound.
   std::vector<std::string> unused() const;
+  // For a synthetic source: every tensor made, by full name.
+  const std::map<std::string, Tensor>& made() const;
 
  private:
+  struct Synthetic {
+    TensorFactory factory;
+    std::string label;
+    std::map<std::string, Tensor> made;
+  };
+  WeightSource() = default;
   std::string full(const std::string& name) const { return prefix_.empty() ? name : prefix_ + "." + name; }
+  Tensor make(const std::string& key, const Shape& expected) const;
+
   std::shared_ptr<const SafeTensors> file_;
+  std::shared_ptr<Synthetic> synthetic_;
   std::string prefix_;
-  std::shared_ptr<std::set<std::string>> used_;
+  std::shared_ptr<std::set<std::string>> used_ = std::make_shared<std::set<std::string>>();
 };
 
 }  // namespace sdrt

@@ -1,0 +1,237 @@
+#include "pipeline/pipeline.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "models/component_files.h"
+#include "schedulers/scheduler.h"
+
+namespace sdrt {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string component_dir(const std::string& root, const std::string& name) {
+  auto p = std::filesystem::path(root) / name;
+  if (!std::filesystem::is_directory(p))
+    fail(root, ": missing component folder '", name, "/' (expected a diffusers pipeline folder)");
+  return p.string();
+}
+
+// Reads model_index.json and rejects pipelines whose components sdrt does not implement.
+void check_model_index(const std::string& dir) {
+  auto index_path = (std::filesystem::path(dir) / "model_index.json").string();
+  if (!std::filesystem::exists(index_path))
+    fail(dir, ": no model_index.json; expected a diffusers folder with model_index.json, tokenizer/, "
+              "text_encoder/, unet/, vae/ and scheduler/");
+  Config index = Config::load(index_path);
+  const std::map<std::string, std::string> expected = {
+      {"unet", "UNet2DConditionModel"}, {"vae", "AutoencoderKL"}, {"text_encoder", "CLIPTextModel"}};
+  for (const auto& [key, cls] : expected) {
+    if (!index.has(key)) continue;
+    const auto& v = index.json()[key];
+    if (v.is_array() && v.size() == 2 && v[1].is_string() && v[1].get<std::string>() != cls)
+      index.bad_value(key, str("sdrt implements ", cls, " for this component"));
+  }
+}
+
+// [n, ...] -> [n * times, ...] with each row repeated `times` times in place (diffusers' repeat/view).
+Tensor repeat_rows(const Tensor& x, int times) {
+  if (times == 1) return x;
+  Shape s = x.shape();
+  int64_t rows = s[0], row = x.numel() / rows;
+  s[0] *= times;
+  Tensor y = Tensor::empty(s);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int t = 0; t < times; ++t)
+      std::copy(x.data() + r * row, x.data() + (r + 1) * row, y.data() + (r * times + t) * row);
+  return y;
+}
+
+Tensor concat_rows(const Tensor& a, const Tensor& b) {
+  Shape s = a.shape();
+  s[0] += b.dim(0);
+  Tensor y = Tensor::empty(s);
+  std::copy(a.data(), a.data() + a.numel(), y.data());
+  std::copy(b.data(), b.data() + b.numel(), y.data() + a.numel());
+  return y;
+}
+
+// noise_pred = uncond + g * (text - uncond), for a batch laid out [uncond x n, text x n].
+Tensor apply_guidance(const Tensor& batch_out, float guidance) {
+  int64_t n = batch_out.dim(0) / 2;
+  Tensor uncond = batch_out.slice0(0, n), text = batch_out.slice0(n, 2 * n);
+  Tensor out = Tensor::empty(uncond.shape());
+  for (int64_t i = 0; i < out.numel(); ++i) out[i] = uncond[i] + guidance * (text[i] - uncond[i]);
+  return out;
+}
+
+// [N, 3, H, W] decoder output -> [N, H, W, 3] in [0, 1].
+Tensor to_nhwc_unit_range(const Tensor& img) {
+  int64_t n = img.dim(0), c = img.dim(1), h = img.dim(2), w = img.dim(3);
+  Tensor out = Tensor::empty({n, h, w, c});
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t p = 0; p < h * w; ++p) {
+        float v = img[(b * c + ch) * h * w + p] / 2.0f + 0.5f;
+        out[(b * h * w + p) * c + ch] = std::fmin(std::fmax(v, 0.0f), 1.0f);
+      }
+  return out;
+}
+
+const std::map<std::string, std::string>& scheduler_class_names() {
+  static const std::map<std::string, std::string> names = {
+      {"PNDMScheduler", "pndm"},   {"DDIMScheduler", "ddim"},
+      {"EulerDiscreteScheduler", "euler"}, {"EulerAncestralDiscreteScheduler", "euler_a"},
+      {"DPMSolverMultistepScheduler", "dpmpp_2m"}, {"LMSDiscreteScheduler", "lms"},
+      {"LCMScheduler", "lcm"}};
+  return names;
+}
+
+}  // namespace
+
+void validate_params(const GenerateParams& p, int vae_scale) {
+  SDRT_CHECK(p.steps >= 1, "--steps must be at least 1, got ", p.steps);
+  SDRT_CHECK(p.steps <= 1000, "--steps ", p.steps, " exceeds the 1000 training timesteps");
+  SDRT_CHECK(p.images >= 1 && p.images <= 64, "--images must be between 1 and 64, got ", p.images);
+  for (auto [name, v] : {std::pair{"--width", p.width}, std::pair{"--height", p.height}}) {
+    SDRT_CHECK(v >= 0, name, " must be positive, got ", v);
+    SDRT_CHECK(v % vae_scale == 0, name, " must be a multiple of ", vae_scale, ", got ", v);
+    SDRT_CHECK(v <= 4096, name, " ", v, " exceeds the 4096-pixel limit");
+  }
+  SDRT_CHECK(p.clip_skip >= 1, "--clip-skip must be at least 1, got ", p.clip_skip);
+  SDRT_CHECK(std::isfinite(p.guidance), "--guidance must be finite");
+}
+
+StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir) {
+  auto t0 = Clock::now();
+  check_model_index(dir);
+  StableDiffusionPipeline p;
+  p.dir_ = dir;
+  p.tokenizer_ = std::make_shared<const ClipTokenizer>(ClipTokenizer::load(component_dir(dir, "tokenizer")));
+  p.text_encoder_ = std::make_shared<const ClipTextModel>(ClipTextModel::load(component_dir(dir, "text_encoder")));
+  p.unet_ = std::make_shared<const UNet2DConditionModel>(UNet2DConditionModel::load(component_dir(dir, "unet")));
+  p.vae_ = std::make_shared<const AutoencoderKL>(AutoencoderKL::load(component_dir(dir, "vae")));
+  p.scheduler_config_ = std::make_shared<const Config>(
+      Config::load((std::filesystem::path(component_dir(dir, "scheduler")) / "scheduler_config.json").string()));
+
+  const auto& ucfg = p.unet_->config();
+  int64_t hidden = p.text_encoder_->config().hidden_size;
+  for (int64_t d : ucfg.cross_attention_dim)
+    SDRT_CHECK(d == hidden, dir, ": unet cross_attention_dim ", d, " does not match the text encoder's hidden_size ",
+               hidden);
+  SDRT_CHECK(ucfg.in_channels == p.vae_->config().latent_channels, dir, ": unet in_channels ", ucfg.in_channels,
+             " does not match the VAE's latent_channels ", p.vae_->config().latent_channels);
+  p.load_s_ = seconds_since(t0);
+  return p;
+}
+
+std::string StableDiffusionPipeline::default_scheduler() const {
+  std::string cls = scheduler_config_->get<std::string>("_class_name", "PNDMScheduler");
+  auto it = scheduler_class_names().find(cls);
+  if (it == scheduler_class_names().end())
+    scheduler_config_->bad_value("_class_name", "not a scheduler sdrt implements; pass --scheduler");
+  if (it->second == "dpmpp_2m" && scheduler_config_->get<bool>("use_karras_sigmas", false)) return "dpmpp_2m_karras";
+  return it->second;
+}
+
+int StableDiffusionPipeline::default_width() const {
+  int s = unet_->config().sample_size > 0 ? unet_->config().sample_size : 64;
+  return s * vae_->config().downscale();
+}
+
+int StableDiffusionPipeline::default_height() const { return default_width(); }
+
+Tensor StableDiffusionPipeline::encode_prompt(const std::string& prompt, int images, int clip_skip) const {
+  int max_len = static_cast<int>(text_encoder_->config().max_position_embeddings);
+  auto ids = tokenizer_->encode(prompt, max_len);
+  Tensor embeds = text_encoder_->forward(ids, 1, clip_skip);
+  return repeat_rows(embeds, images);
+}
+
+GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, const StepCallback& on_step) const {
+  auto t_start = Clock::now();
+  int scale = vae_->config().downscale();
+  validate_params(params, scale);
+  int width = params.width ? params.width : default_width();
+  int height = params.height ? params.height : default_height();
+  const int64_t n = params.images, channels = unet_->config().in_channels;
+  const Shape latent_shape{n, channels, height / scale, width / scale};
+
+  GenerateResult result;
+  result.scheduler = params.scheduler.empty() ? default_scheduler() : params.scheduler;
+  auto scheduler = make_scheduler(result.scheduler, *scheduler_config_);
+  scheduler->set_timesteps(params.steps);
+  const auto& timesteps = scheduler->timesteps();
+
+  // Text conditioning: [uncond x n, text x n] when guided, so one batched UNet call serves both.
+  bool guided = params.guidance > 1.0f;
+  auto t0 = Clock::now();
+  Tensor context = encode_prompt(params.prompt, params.images, params.clip_skip);
+  if (guided) context = concat_rows(encode_prompt(params.negative_prompt, params.images, params.clip_skip), context);
+  result.times.text_encoder_s = seconds_since(t0);
+
+  TorchCpuRng rng(params.seed);
+  Tensor latents;
+  if (params.latents) {
+    SDRT_CHECK(params.latents->shape() == latent_shape, "--latents: tensor has shape ",
+               shape_str(params.latents->shape()), ", expected ", shape_str(latent_shape), " for ", params.images,
+               " image(s) at ", width, "x", height);
+    latents = params.latents->clone();
+  } else {
+    latents = rng.randn(latent_shape);
+  }
+  kernels::scale_inplace(latents, scheduler->init_noise_sigma());
+  if (params.noise) {
+    Shape expected{static_cast<int64_t>(timesteps.size()), n, channels, latent_shape[2], latent_shape[3]};
+    SDRT_CHECK(params.noise->shape() == expected, "--noise: tensor has shape ", shape_str(params.noise->shape()),
+               ", expected ", shape_str(expected), " (one noise sample per step)");
+  }
+
+  for (size_t i = 0; i < timesteps.size(); ++i) {
+    auto t_step = Clock::now();
+    Tensor scaled = scheduler->scale_model_input(latents, i);
+    Tensor model_in = guided ? concat_rows(scaled, scaled) : scaled;
+    std::vector<float> t(static_cast<size_t>(model_in.dim(0)), static_cast<float>(timesteps[i]));
+    Tensor out = unet_->forward(model_in, t, context);
+    Tensor noise_pred = guided ? apply_guidance(out, params.guidance) : out;
+    Tensor step_noise;
+    if (scheduler->needs_noise(i)) {
+      step_noise = params.noise ? params.noise->slice0(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1)
+                                      .reshape(latent_shape)
+                                : rng.randn(latent_shape);
+    }
+    latents = scheduler->step(noise_pred, i, latents, step_noise.defined() ? &step_noise : nullptr);
+    result.times.unet_step_s.push_back(seconds_since(t_step));
+    if (on_step)
+      on_step(StepInfo{static_cast<int>(i) + 1, static_cast<int>(timesteps.size()), result.times.unet_step_s.back(),
+                       scaled, noise_pred, latents});
+  }
+  result.latents = latents;
+
+  // Decode one image at a time: identical results, a fraction of the peak activation memory.
+  t0 = Clock::now();
+  const auto& vcfg = vae_->config();
+  std::vector<Tensor> decoded;
+  for (int64_t b = 0; b < n; ++b) {
+    Tensor z = latents.slice0(b, b + 1).clone();
+    for (int64_t i = 0; i < z.numel(); ++i) z[i] = z[i] / vcfg.scaling_factor + vcfg.shift_factor;
+    decoded.push_back(to_nhwc_unit_range(vae_->decode(z)));
+  }
+  result.images = Tensor::empty({n, decoded[0].dim(1), decoded[0].dim(2), 3});
+  for (int64_t b = 0; b < n; ++b)
+    std::copy(decoded[b].data(), decoded[b].data() + decoded[b].numel(), result.images.data() + b * decoded[b].numel());
+  result.times.vae_decode_s = seconds_since(t0);
+  result.times.total_s = seconds_since(t_start);
+  return result;
+}
+
+}  // namespace sdrt

@@ -1,0 +1,100 @@
+// StableDiffusionPipeline: prompt -> CLIP text encoder -> guided UNet denoising loop with a
+// scheduler -> VAE decode -> images. Mirrors diffusers' pipeline step for step, so given the
+// same latents (and ancestral noise) it reproduces diffusers' images.
+//
+// The loaded models are immutable; generate() keeps all per-run state on its own stack, so
+// one loaded pipeline can serve several generations.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/config.h"
+#include "models/clip_text_model.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "tokenizer/clip_tokenizer.h"
+
+namespace sdrt {
+
+struct GenerateParams {
+  std::string prompt;
+  std::string negative_prompt;
+  int steps = 20;
+  float guidance = 7.5f;  // <= 1 skips the unconditional pass
+  std::string scheduler;  // empty: the model's own scheduler_config.json class
+  uint64_t seed = 0;
+  int width = 0, height = 0;  // 0: the model's native size (unet sample_size x VAE scale)
+  int images = 1;
+  int clip_skip = 1;  // 1 = last layer (A1111 convention)
+  // Exact replay: unit-normal latents [images, C, h, w] (scaled by init_noise_sigma like diffusers)
+  // and per-step ancestral noise [steps, images, C, h, w]. Unset: drawn from the seeded generator.
+  std::optional<Tensor> latents;
+  std::optional<Tensor> noise;
+};
+
+struct StageTimes {
+  double text_encoder_s = 0;
+  std::vector<double> unet_step_s;  // one entry per model evaluation (guided batch)
+  double vae_decode_s = 0;
+  double total_s = 0;
+};
+
+struct GenerateResult {
+  Tensor images;  // [images, H, W, 3] float in [0, 1] (NHWC, like diffusers' output_type="np")
+  Tensor latents;  // final latents [images, C, h, w]
+  StageTimes times;
+  std::string scheduler;  // the scheduler actually used
+};
+
+// What a step callback sees after each denoising step.
+struct StepInfo {
+  int step = 0;  // from 1
+  int total = 0;
+  double seconds = 0;
+  const Tensor& model_input;  // scale_model_input(latents, t), before the guidance batch is formed
+  const Tensor& noise_pred;   // after classifier-free guidance
+  const Tensor& latents;      // the scheduler's output
+};
+using StepCallback = std::function<void(const StepInfo&)>;
+
+class StableDiffusionPipeline {
+ public:
+  // `dir` is a diffusers folder: model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/.
+  static StableDiffusionPipeline load(const std::string& dir);
+
+  GenerateResult generate(const GenerateParams& params, const StepCallback& on_step = nullptr) const;
+
+  // Prompt -> [images, 77, hidden] conditioning (repeated per image).
+  Tensor encode_prompt(const std::string& prompt, int images, int clip_skip) const;
+
+  const std::string& dir() const { return dir_; }
+  const UNet2DConditionModel& unet() const { return *unet_; }
+  const AutoencoderKL& vae() const { return *vae_; }
+  const ClipTextModel& text_encoder() const { return *text_encoder_; }
+  const ClipTokenizer& tokenizer() const { return *tokenizer_; }
+  const Config& scheduler_config() const { return *scheduler_config_; }
+  // pndm, ddim, euler, ... from scheduler_config.json's _class_name.
+  std::string default_scheduler() const;
+  int default_width() const;
+  int default_height() const;
+  double load_seconds() const { return load_s_; }
+
+ private:
+  std::string dir_;
+  std::shared_ptr<const ClipTokenizer> tokenizer_;
+  std::shared_ptr<const ClipTextModel> text_encoder_;
+  std::shared_ptr<const UNet2DConditionModel> unet_;
+  std::shared_ptr<const AutoencoderKL> vae_;
+  std::shared_ptr<const Config> scheduler_config_;
+  double load_s_ = 0;
+};
+
+// Validates what a user may ask for before any work is done: sizes, steps, images.
+void validate_params(const GenerateParams& p, int vae_scale);
+
+}  // namespace sdrt
