@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "models/component_files.h"
 
 namespace sdrt {
 
@@ -86,7 +87,10 @@ Tensor ClipEncoderLayer::operator()(const Tensor& x) const {
 
 ClipTextModel ClipTextModel::load(const std::string& dir) {
   ClipTextConfig config = ClipTextConfig::load(Config::load(dir + "/config.json"));
-  return load(config, WeightSource::open(dir + "/model.safetensors"));
+  WeightSource weights = WeightSource::open(find_weights_file(dir));
+  auto model = load(config, weights);
+  warn_unused(weights);
+  return model;
 }
 
 ClipTextModel ClipTextModel::load(const ClipTextConfig& config, const WeightSource& weights) {

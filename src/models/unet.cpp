@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "models/component_files.h"
 
 namespace sdrt {
 
@@ -14,28 +15,6 @@ using Trace = std::map<std::string, Tensor>;
 
 void record(Trace* trace, const std::string& name, const Tensor& t) {
   if (trace) (*trace)[name] = t;
-}
-
-// diffusers saves diffusion_pytorch_model.safetensors; some exporters write model.safetensors.
-std::string find_weights_file(const std::string& dir) {
-  namespace fs = std::filesystem;
-  for (const char* name : {"diffusion_pytorch_model.safetensors", "model.safetensors"}) {
-    fs::path p = fs::path(dir) / name;
-    if (fs::exists(p)) return p.string();
-  }
-  if (fs::exists(fs::path(dir) / "diffusion_pytorch_model.bin"))
-    fail(dir, ": only diffusion_pytorch_model.bin (PyTorch pickle) found; convert it to safetensors");
-  fail(dir, ": no diffusion_pytorch_model.safetensors or model.safetensors");
-}
-
-void warn_unused(const WeightSource& w) {
-  auto unused = w.unused();
-  if (unused.empty()) return;
-  constexpr size_t kShown = 10;
-  std::cerr << "sdrt: warning: " << w.path() << ": " << unused.size() << " tensor(s) not used by UNet2DConditionModel:";
-  for (size_t i = 0; i < std::min(unused.size(), kShown); ++i) std::cerr << " " << unused[i];
-  if (unused.size() > kShown) std::cerr << " ...";
-  std::cerr << "\n";
 }
 
 // Settings every block of the model shares.

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "models/component_files.h"
 
 namespace sdrt {
 
@@ -191,7 +192,10 @@ Tensor VaeDecoder::operator()(Tensor z, VaeTrace* trace) const {
 
 AutoencoderKL AutoencoderKL::load(const std::string& dir) {
   VaeConfig config = VaeConfig::load(Config::load(dir + "/config.json"));
-  return load(config, WeightSource::open(dir + "/diffusion_pytorch_model.safetensors"));
+  WeightSource weights = WeightSource::open(find_weights_file(dir));
+  auto model = load(config, weights);
+  warn_unused(weights);
+  return model;
 }
 
 AutoencoderKL AutoencoderKL::load(const VaeConfig& config, const WeightSource& weights) {
