@@ -1,0 +1,29 @@
+#include "core/memory_stats.h"
+
+#include <fstream>
+#include <string>
+
+namespace sdrt {
+
+namespace {
+
+int64_t status_field_kb(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string key;
+  while (in >> key) {
+    if (key == field) {
+      int64_t kb = 0;
+      in >> kb;
+      return kb;
+    }
+    in.ignore(1 << 12, '\n');
+  }
+  return 0;
+}
+
+}  // namespace
+
+int64_t peak_rss_bytes() { return status_field_kb("VmHWM:") * 1024; }
+int64_t current_rss_bytes() { return status_field_kb("VmRSS:") * 1024; }
+
+}  // namespace sdrt
