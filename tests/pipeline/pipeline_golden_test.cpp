@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <ostream>
 #include <string>
 
 #include "io/safetensors.h"
@@ -16,6 +17,9 @@ struct PipelineCase {
   std::string scheduler;
   int steps;
 };
+
+// Readable names in ctest output instead of a byte dump.
+void PrintTo(const PipelineCase& c, std::ostream* os) { *os << c.scheduler << ", " << c.steps << " steps"; }
 
 std::string case_name(const ::testing::TestParamInfo<PipelineCase>& info) {
   return info.param.scheduler + "_" + std::to_string(info.param.steps) + "steps";
