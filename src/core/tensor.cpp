@@ -1,10 +1,9 @@
 #include "core/tensor.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 
+#include "core/buffer_cache.h"
 #include "core/error.h"
 
 namespace sdrt {
@@ -21,24 +20,11 @@ int64_t shape_numel(const Shape& s) {
   return n;
 }
 
-namespace {
-
-constexpr size_t kAlignment = 64;
-
-std::shared_ptr<float> allocate(int64_t numel) {
-  size_t bytes = std::max<size_t>(kAlignment, (static_cast<size_t>(numel) * sizeof(float) + kAlignment - 1) /
-                                                  kAlignment * kAlignment);
-  void* p = std::aligned_alloc(kAlignment, bytes);
-  if (!p) throw std::bad_alloc();
-  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
-}
-
-}  // namespace
 
 Tensor Tensor::empty(Shape shape) {
   for (int64_t d : shape) SDRT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
   Tensor t;
-  auto buf = allocate(shape_numel(shape));
+  auto buf = BufferCache::instance().allocate(static_cast<size_t>(shape_numel(shape)) * sizeof(float));
   t.data_ = buf.get();
   t.owner_ = std::move(buf);
   t.shape_ = std::move(shape);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 
+#include "core/buffer_cache.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
@@ -217,6 +218,8 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
   }
   result.latents = latents;
 
+  // The UNet's cached activation buffers are the wrong sizes for the decoder: free them first.
+  BufferCache::instance().release();
   // Decode one image at a time: identical results, a fraction of the peak activation memory.
   t0 = Clock::now();
   const auto& vcfg = vae_->config();

@@ -1,0 +1,82 @@
+#include "core/buffer_cache.h"
+
+#include <cstdlib>
+#include <new>
+
+namespace sdrt {
+
+namespace {
+
+constexpr size_t kAlignment = 64;
+
+size_t rounded(size_t bytes) { return std::max(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment); }
+
+void* aligned_or_throw(size_t bytes) {
+  void* p = std::aligned_alloc(kAlignment, bytes);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+}  // namespace
+
+BufferCache& BufferCache::instance() {
+  // Never destroyed: tensors with static storage may release buffers during exit.
+  static BufferCache* cache = new BufferCache();
+  return *cache;
+}
+
+std::shared_ptr<float> BufferCache::allocate(size_t bytes) {
+  size_t size = rounded(bytes);
+  if (size < kMinCachedBytes) {
+    return std::shared_ptr<float>(static_cast<float*>(aligned_or_throw(size)), [](float* p) { std::free(p); });
+  }
+  void* p = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = free_.find(size);
+    if (it != free_.end()) {
+      p = it->second;
+      free_.erase(it);
+      cached_ -= size;
+    }
+  }
+  if (!p) p = aligned_or_throw(size);
+  return std::shared_ptr<float>(static_cast<float*>(p), [this, size](float* q) { give_back(q, size); });
+}
+
+void BufferCache::give_back(void* p, size_t bytes) {
+  {
+    std::lock_guard lock(mutex_);
+    if (cached_ + bytes <= capacity_) {
+      free_.emplace(bytes, p);
+      cached_ += bytes;
+      return;
+    }
+  }
+  std::free(p);
+}
+
+void BufferCache::release() {
+  std::multimap<size_t, void*> victims;
+  {
+    std::lock_guard lock(mutex_);
+    victims.swap(free_);
+    cached_ = 0;
+  }
+  for (auto& [size, p] : victims) std::free(p);
+}
+
+size_t BufferCache::cached_bytes() const {
+  std::lock_guard lock(mutex_);
+  return cached_;
+}
+
+void BufferCache::set_capacity(size_t bytes) {
+  {
+    std::lock_guard lock(mutex_);
+    capacity_ = bytes;
+  }
+  if (cached_bytes() > bytes) release();
+}
+
+}  // namespace sdrt

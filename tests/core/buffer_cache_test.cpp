@@ -1,0 +1,49 @@
+#include "core/buffer_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace sdrt {
+namespace {
+
+TEST(BufferCache, ReusesFreedBuffersOfTheSameSize) {
+  auto& cache = BufferCache::instance();
+  cache.release();
+  const float* first;
+  {
+    Tensor t({1024, 1024});
+    first = t.data();
+  }
+  EXPECT_GE(cache.cached_bytes(), size_t{4} << 20);
+  Tensor again = Tensor::empty({1024, 1024});
+  EXPECT_EQ(again.data(), first);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(again.data()) % 64, 0u);
+  Tensor zeroed({1024, 1024});  // a fresh buffer from the cache is still cleared by Tensor(Shape)
+  for (int64_t i = 0; i < zeroed.numel(); i += 4099) EXPECT_EQ(zeroed[i], 0.0f);
+}
+
+TEST(BufferCache, RespectsCapacityAndRelease) {
+  auto& cache = BufferCache::instance();
+  cache.release();
+  cache.set_capacity(1 << 20);
+  { Tensor big({1024, 1024}); }  // 4 MB > 1 MB cap: freed, not cached
+  EXPECT_EQ(cache.cached_bytes(), 0u);
+  cache.set_capacity(size_t{2} << 30);
+  { Tensor big({1024, 1024}); }
+  EXPECT_GT(cache.cached_bytes(), 0u);
+  cache.release();
+  EXPECT_EQ(cache.cached_bytes(), 0u);
+}
+
+TEST(BufferCache, SmallBuffersBypassTheCache) {
+  auto& cache = BufferCache::instance();
+  cache.release();
+  { Tensor small({16}); }
+  EXPECT_EQ(cache.cached_bytes(), 0u);
+}
+
+}  // namespace
+}  // namespace sdrt
