@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "kernels/op_counter.h"
 
 namespace sdrt::kernels {
 
@@ -30,6 +31,7 @@ ConvShape check_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Conv2dParams p) {
   using namespace dnnl;
   ConvShape s = check_conv(x, weight, bias, p);
+  count_macs(OpKind::Conv, s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw);
   using tag = memory::format_tag;
   using dt = memory::data_type;
   memory::desc src_md({s.n, s.c, s.h, s.w}, dt::f32, tag::nchw);

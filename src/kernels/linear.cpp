@@ -1,5 +1,6 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "kernels/op_counter.h"
 
 namespace sdrt::kernels {
 
@@ -9,6 +10,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   SDRT_CHECK(x.rank() >= 1 && x.dim(-1) == in, "linear: input ", shape_str(x.shape()), " does not match weight ",
              shape_str(weight.shape()));
   int64_t rows = x.numel() / in;
+  count_macs(OpKind::Linear, rows * in * out);
   Shape out_shape = x.shape();
   out_shape.back() = out;
   Tensor y = Tensor::empty(out_shape);

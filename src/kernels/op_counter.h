@@ -1,0 +1,80 @@
+// Multiply-accumulate counting for benchmarks: how much arithmetic a model evaluation asks of the
+// kernels, so measured time can be turned into GFLOP/s and compared with the machine's peak.
+//
+// Only the ops that dominate the work are counted: convolutions, linear layers and the two
+// matrix products of attention (q k^T and p v). Norms, activations, softmax and element-wise
+// ops are left out, which is the usual convention for diffusion-model FLOP figures.
+//
+// Counting is opt-in per thread: an OpCounterScope installs a counter for the thread that
+// creates it, and the kernels call count_macs() on their calling thread before they fan out to
+// OpenMP workers. With no scope installed a call costs one thread-local load and a branch.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace sdrt::kernels {
+
+enum class OpKind { Conv, Linear, Attention };
+inline constexpr int kOpKindCount = 3;
+inline constexpr std::array<OpKind, kOpKindCount> kAllOpKinds = {OpKind::Conv, OpKind::Linear, OpKind::Attention};
+
+// "conv", "linear", "attention": the keys benchmark reports use.
+const char* op_kind_name(OpKind kind);
+
+// MACs per op kind. Atomic so that several threads may share one counter (each with its own scope).
+class MacCounter {
+ public:
+  void add(OpKind kind, int64_t macs) { macs_[index(kind)].fetch_add(macs, std::memory_order_relaxed); }
+  int64_t macs(OpKind kind) const { return macs_[index(kind)].load(std::memory_order_relaxed); }
+  int64_t total_macs() const;
+  void reset();
+
+ private:
+  static size_t index(OpKind kind) { return static_cast<size_t>(kind); }
+  std::array<std::atomic<int64_t>, kOpKindCount> macs_{};
+};
+
+namespace detail {
+// constinit: no dynamic initialisation, so other translation units read it without a TLS wrapper call.
+extern thread_local constinit MacCounter* active_mac_counter;
+}  // namespace detail
+
+// Installs `counter` for the calling thread for the scope's lifetime. Scopes nest: the innermost
+// counter receives the counts, and the outer one is restored when the inner scope ends.
+class OpCounterScope {
+ public:
+  explicit OpCounterScope(MacCounter& counter) : previous_(detail::active_mac_counter) {
+    detail::active_mac_counter = &counter;
+  }
+  ~OpCounterScope() { detail::active_mac_counter = previous_; }
+  OpCounterScope(const OpCounterScope&) = delete;
+  OpCounterScope& operator=(const OpCounterScope&) = delete;
+
+ private:
+  MacCounter* previous_;
+};
+
+inline bool counting_macs() { return detail::active_mac_counter != nullptr; }
+
+// Called by the kernels at entry, on the calling thread.
+inline void count_macs(OpKind kind, int64_t macs) {
+  if (MacCounter* counter = detail::active_mac_counter) counter->add(kind, macs);
+}
+
+// softmax(q k^T) v with q [B, Lq, heads*d] and k [B, Lk, heads*d]: B*heads*Lq*Lk*d MACs for q k^T
+// and as many again for p v. Tensors that are not rank 3 count 0: the kernel rejects them anyway.
+inline int64_t attention_macs(const Tensor& q, const Tensor& k) {
+  if (q.rank() != 3 || k.rank() != 3) return 0;
+  return q.dim(0) * q.dim(1) * k.dim(1) * q.dim(2) * 2;
+}
+
+// The attention kernel's counting call, kept to one line there.
+inline void count_attention_macs(const Tensor& q, const Tensor& k) {
+  if (counting_macs()) count_macs(OpKind::Attention, attention_macs(q, k));
+}
+
+}  // namespace sdrt::kernels
