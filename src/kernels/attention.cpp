@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "kernels/op_counter.h"
 
 namespace sdrt::kernels {
 
@@ -43,6 +44,7 @@ void softmax_rows(float* s, int64_t rows, int64_t cols, int64_t first_row, bool 
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) {
+  count_attention_macs(q, k);
   AttnShape s = check_attention(q, k, v, heads);
   Tensor out = Tensor::empty(q.shape());
   // Query rows are processed in blocks so the score matrix never exceeds block x Lk floats:
