@@ -12,6 +12,7 @@ using Command = std::function<void()>;
 Command add_generate_command(CLI::App& app);
 Command add_init_random_command(CLI::App& app);
 Command add_inspect_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 
 // <source>/models/default, the model `generate` uses when --model is not given.
 std::string default_model_dir();

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   add(sdrt::app::add_generate_command);
   add(sdrt::app::add_init_random_command);
   add(sdrt::app::add_inspect_command);
+  add(sdrt::app::add_bench_command);
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& [sub, run] : commands)

@@ -1,0 +1,63 @@
+// `sdrt bench`: the command-line face of pipeline/benchmark.h. Progress goes to stderr, the
+// table to stdout, and with --json the full result to a file for tools.
+#include <cstdio>
+#include <fstream>
+
+#include "commands.h"
+#include "core/error.h"
+#include "pipeline/benchmark.h"
+
+namespace sdrt::app {
+
+namespace {
+
+struct BenchCommandOptions {
+  BenchmarkOptions bench;
+  std::string json_file;
+  bool quiet = false;
+};
+
+void write_text_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  if (!out) fail("--json: cannot open '", path, "' for writing");
+  out << text;
+  if (!out.flush()) fail("--json: failed writing '", path, "'");
+}
+
+void run_bench(BenchCommandOptions& o) {
+  if (!o.quiet) o.bench.progress = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  BenchmarkResult result = run_benchmark(o.bench);
+  std::fputs(format_benchmark_table(result).c_str(), stdout);
+  if (!o.json_file.empty()) {
+    write_text_file(o.json_file, format_benchmark_json(result));
+    if (!o.quiet) std::fprintf(stderr, "wrote %s\n", o.json_file.c_str());
+  }
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto o = std::make_shared<BenchCommandOptions>();
+  auto& b = o->bench;
+  b.model_dir = default_model_dir();
+  auto* cmd = app.add_subcommand("bench", "Time the pipeline stage by stage; report GFLOP/s against the matmul peak");
+  cmd->add_option("--model,-m", b.model_dir, "diffusers model folder (default: $SDRT_MODEL or the shipped model)")
+      ->capture_default_str();
+  cmd->add_option("--width,-W", b.width, "image width, a multiple of 8 (default: the model's native size)");
+  cmd->add_option("--height,-H", b.height, "image height, a multiple of 8 (default: the model's native size)");
+  cmd->add_option("--steps", b.steps, "denoising steps per run")->capture_default_str();
+  cmd->add_option("--precision", b.precision, "compute precision (bf16 is not implemented yet)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+  cmd->add_option("--batch", b.batch, "images per prompt (one batched run)")->capture_default_str();
+  cmd->add_option("--guidance,--cfg", b.guidance, "guidance scale; > 1 makes each step one UNet call on 2 x batch")
+      ->capture_default_str();
+  cmd->add_option("--runs", b.runs, "measured runs")->capture_default_str();
+  cmd->add_option("--warmup", b.warmup, "unmeasured runs first")->capture_default_str();
+  cmd->add_option("--threads,-t", b.threads, "threads (default: physical cores)");
+  cmd->add_option("--json", o->json_file, "also write every number, with machine info, to this JSON file");
+  cmd->add_flag("--quiet,-q", o->quiet, "no progress on stderr");
+  return [o] { run_bench(*o); };
+}
+
+}  // namespace sdrt::app

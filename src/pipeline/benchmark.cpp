@@ -1,0 +1,394 @@
+#include "pipeline/benchmark.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/memory_stats.h"
+#include "core/parallel.h"
+#include "pipeline/pipeline.h"
+
+namespace sdrt {
+
+namespace {
+
+// printf into a std::string, for report lines.
+std::string fmt(const char* format, auto... args) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, format, args...);
+  return buf;
+}
+
+void report(const BenchmarkOptions& o, const std::string& line) {
+  if (o.progress) o.progress(line);
+}
+
+void check_options(const BenchmarkOptions& o) {
+  SDRT_CHECK(o.precision == "fp32" || o.precision == "bf16", "--precision must be fp32 or bf16, got '", o.precision,
+             "'");
+  SDRT_CHECK(o.precision != "bf16", "--precision bf16: bf16 is not implemented yet (only fp32 exists today)");
+  SDRT_CHECK(o.runs >= 1, "--runs must be at least 1, got ", o.runs);
+  SDRT_CHECK(o.warmup >= 0, "--warmup must be 0 or more, got ", o.warmup);
+  SDRT_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
+  SDRT_CHECK(o.threads >= 0, "--threads must be 0 (physical cores) or more, got ", o.threads);
+  SDRT_CHECK(o.peak_repeats >= 1, "peak microbenchmark repeats must be at least 1, got ", o.peak_repeats);
+}
+
+GenerateParams generation_params(const BenchmarkOptions& o, const StableDiffusionPipeline& pipe) {
+  GenerateParams p;
+  p.prompt = o.prompt;
+  p.steps = o.steps;
+  p.guidance = o.guidance;
+  p.scheduler = o.scheduler.empty() ? pipe.default_scheduler() : o.scheduler;
+  p.seed = o.seed;
+  p.width = o.width ? o.width : pipe.default_width();
+  p.height = o.height ? o.height : pipe.default_height();
+  p.images = o.batch;
+  return p;
+}
+
+bool guided(const GenerateParams& p) { return p.guidance > 1.0f; }
+
+struct RunMacs {
+  MacCounts text_encoder, unet_call, vae_decode;
+};
+
+// The text encoder's work in one run, counted on its own: generate() encodes the prompt, and the
+// negative prompt when guided, each as one 77-token sequence whatever the text.
+MacCounts count_text_encoder(const StableDiffusionPipeline& pipe, const GenerateParams& p) {
+  kernels::MacCounter counter;
+  kernels::OpCounterScope scope(counter);
+  pipe.encode_prompt(p.prompt, p.images, p.clip_skip);
+  if (guided(p)) pipe.encode_prompt(p.negative_prompt, p.images, p.clip_skip);
+  return MacCounts::of(counter);
+}
+
+// One generation with every kernel call counted. The step callback snapshots the counter, so
+// the stages separate by difference: before the first snapshot are the text encoder (counted
+// again on its own and subtracted) and the first UNet call; after the last one, the VAE decode.
+StageTimes counted_run(const StableDiffusionPipeline& pipe, const GenerateParams& p, const StepCallback& on_step,
+                       RunMacs& macs) {
+  kernels::MacCounter counter;
+  std::vector<MacCounts> after_step;
+  GenerateResult r;
+  {
+    kernels::OpCounterScope scope(counter);
+    r = pipe.generate(p, [&](const StepInfo& s) {
+      after_step.push_back(MacCounts::of(counter));
+      on_step(s);
+    });
+  }
+  SDRT_CHECK(!after_step.empty(), "benchmark: the pipeline ran no UNet step");
+  macs.text_encoder = count_text_encoder(pipe, p);
+  macs.unet_call = after_step.front() - macs.text_encoder;
+  for (size_t i = 1; i < after_step.size(); ++i)
+    SDRT_CHECK(after_step[i] - after_step[i - 1] == macs.unet_call, "benchmark: UNet step ", i + 1, " counted ",
+               (after_step[i] - after_step[i - 1]).total(), " MACs but step 1 counted ", macs.unet_call.total(),
+               "; the per-stage MAC split is unreliable");
+  macs.vae_decode = MacCounts::of(counter) - after_step.back();
+  return r.times;
+}
+
+StageTimes timed_run(const StableDiffusionPipeline& pipe, const GenerateParams& p, const StepCallback& on_step) {
+  return pipe.generate(p, on_step).times;
+}
+
+ComponentRate component_rate(const MacCounts& macs, double median_seconds, double peak_gflops) {
+  ComponentRate c;
+  c.macs = macs;
+  c.median_seconds = median_seconds;
+  c.gflops = median_seconds > 0 ? 2.0 * static_cast<double>(macs.total()) / median_seconds / 1e9 : 0;
+  c.peak_fraction = peak_gflops > 0 ? c.gflops / peak_gflops : 0;
+  return c;
+}
+
+std::string cpuinfo_value(const std::string& key) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) != 0) continue;
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    auto value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    return value;
+  }
+  return "";
+}
+
+}  // namespace
+
+SampleStats SampleStats::of(std::vector<double> samples) {
+  SampleStats s;
+  s.samples = samples;
+  if (samples.empty()) return s;
+  std::sort(samples.begin(), samples.end());
+  size_t n = samples.size();
+  s.median = n % 2 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
+  s.min = samples.front();
+  s.max = samples.back();
+  return s;
+}
+
+MacCounts MacCounts::of(const kernels::MacCounter& counter) {
+  using kernels::OpKind;
+  return {counter.macs(OpKind::Conv), counter.macs(OpKind::Linear), counter.macs(OpKind::Attention)};
+}
+
+MacCounts MacCounts::operator-(const MacCounts& o) const {
+  return {conv - o.conv, linear - o.linear, attention - o.attention};
+}
+
+MacCounts MacCounts::divided_by(int64_t n) const {
+  if (n <= 0) return {};
+  return {conv / n, linear / n, attention / n};
+}
+
+MachineInfo describe_machine() {
+  MachineInfo m;
+  m.cpu_model = cpuinfo_value("model name");
+  if (m.cpu_model.empty()) m.cpu_model = "unknown";
+  m.physical_cores = physical_cores();
+  m.logical_cpus = static_cast<int>(std::thread::hardware_concurrency());
+  m.threads = num_threads();
+  std::istringstream flags(cpuinfo_value("flags"));
+  std::set<std::string> present;
+  for (std::string f; flags >> f;) present.insert(f);
+  auto has = [&](const char* f) { return present.count(f) > 0; };
+  m.avx2 = has("avx2");
+  m.fma = has("fma");
+  m.avx512f = has("avx512f");
+  m.avx512_vnni = has("avx512_vnni");
+  m.avx512_bf16 = has("avx512_bf16");
+  m.amx_bf16 = has("amx_bf16");
+  m.amx_int8 = has("amx_int8");
+  return m;
+}
+
+BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
+  check_options(options);
+  set_num_threads(options.threads);
+  BenchmarkResult result;
+  result.options = options;
+  result.machine = describe_machine();
+
+  report(options, "loading " + options.model_dir);
+  auto pipe = StableDiffusionPipeline::load(options.model_dir);
+  result.load_s = pipe.load_seconds();
+  result.rss_after_load_bytes = current_rss_bytes();
+
+  GenerateParams params = generation_params(options, pipe);
+  validate_params(params, pipe.vae().config().downscale());
+  result.options.width = params.width;
+  result.options.height = params.height;
+  result.options.scheduler = params.scheduler;
+  result.unet_batch = params.images * (guided(params) ? 2 : 1);
+
+  std::vector<double> text_encoder, unet_steps, vae_decode, image;
+  RunMacs macs;
+  const int total_runs = options.warmup + options.runs;
+  for (int run = 0; run < total_runs; ++run) {
+    bool warm_up = run < options.warmup;
+    std::string label = warm_up ? str("warm-up ", run + 1, "/", options.warmup)
+                                : str("run ", run - options.warmup + 1, "/", options.runs);
+    auto on_step = [&](const StepInfo& s) {
+      char line[128];
+      std::snprintf(line, sizeof line, "%s: step %d/%d %.2f s", label.c_str(), s.step, s.total, s.seconds);
+      report(options, line);
+    };
+    StageTimes t = run == 0 ? counted_run(pipe, params, on_step, macs) : timed_run(pipe, params, on_step);
+    report(options, fmt("%s: %.2f s", label.c_str(), t.total_s));
+    if (run == 0) result.unet_calls_per_run = static_cast<int>(t.unet_step_s.size());
+    if (warm_up) continue;
+    text_encoder.push_back(t.text_encoder_s);
+    unet_steps.insert(unet_steps.end(), t.unet_step_s.begin(), t.unet_step_s.end());
+    vae_decode.push_back(t.vae_decode_s);
+    image.push_back(t.total_s);
+  }
+  result.peak_rss_bytes = peak_rss_bytes();
+
+  result.text_encoder_s = SampleStats::of(text_encoder);
+  result.unet_step_s = SampleStats::of(unet_steps);
+  result.vae_decode_s = SampleStats::of(vae_decode);
+  result.image_s = SampleStats::of(image);
+  result.images_per_minute = result.image_s.median > 0 ? options.batch * 60.0 / result.image_s.median : 0;
+
+  if (options.measure_peak) {
+    report(options, "measuring the matmul peak");
+    result.peak = kernels::measure_peak_flops(options.peak_repeats);
+  }
+  double f32_peak = result.peak ? result.peak->best_gflops(kernels::MatmulType::F32) : 0;
+  result.text_encoder_macs = macs.text_encoder;
+  result.unet = component_rate(macs.unet_call, result.unet_step_s.median, f32_peak);
+  result.vae_decoder = component_rate(macs.vae_decode, result.vae_decode_s.median, f32_peak);
+  return result;
+}
+
+// ---- Reports.
+
+namespace {
+
+std::string seconds_row(const char* name, const SampleStats& s) {
+  return fmt("  %-28s %10.4f %10.4f %10.4f   (%zu sample%s)\n", name, s.median, s.min, s.max, s.samples.size(),
+             s.samples.size() == 1 ? "" : "s");
+}
+
+std::string yes_no(bool b) { return b ? "yes" : "no"; }
+
+std::string work_row(const char* name, const MacCounts& m, const ComponentRate* rate) {
+  std::string row =
+      fmt("  %-30s %10.2f %9.2f %9.2f %9.2f", name, m.total() / 1e9, m.conv / 1e9, m.linear / 1e9, m.attention / 1e9);
+  if (rate) {
+    row += fmt(" %10.1f", rate->gflops);
+    row += rate->peak_fraction > 0 ? fmt(" %9.1f%%", 100 * rate->peak_fraction) : fmt(" %10s", "n/a");
+  }
+  return row + "\n";
+}
+
+std::string peak_rows(const kernels::PeakFlops& peak) {
+  std::string out =
+      fmt("matmul peak (oneDNN, %d thread%s, best of %d):\n", peak.threads, peak.threads == 1 ? "" : "s", peak.repeats);
+  for (const auto& m : peak.measurements) {
+    std::string shape = fmt("%lldx%lldx%lld", static_cast<long long>(m.shape.m), static_cast<long long>(m.shape.n),
+                            static_cast<long long>(m.shape.k));
+    const char* unit = m.type == kernels::MatmulType::Int8 ? "GOP/s" : "GFLOP/s";
+    if (m.supported)
+      out += fmt("  %-5s %-16s %9.1f %-8s (%s)\n", kernels::matmul_type_name(m.type), shape.c_str(), m.gflops, unit,
+                 m.implementation.c_str());
+    else
+      out += fmt("  %-5s %-16s unsupported: %s\n", kernels::matmul_type_name(m.type), shape.c_str(), m.error.c_str());
+  }
+  return out;
+}
+
+nlohmann::ordered_json stats_json(const SampleStats& s) {
+  return {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"samples", s.samples}};
+}
+
+nlohmann::ordered_json macs_json(const MacCounts& m) {
+  return {{"conv", m.conv}, {"linear", m.linear}, {"attention", m.attention}, {"total", m.total()}};
+}
+
+nlohmann::ordered_json rate_json(const ComponentRate& r) {
+  return {{"macs", macs_json(r.macs)},
+          {"gflop", r.macs.gflop()},
+          {"median_seconds", r.median_seconds},
+          {"gflops_per_second", r.gflops},
+          {"f32_peak_fraction", r.peak_fraction}};
+}
+
+nlohmann::ordered_json peak_json(const kernels::PeakFlops& peak) {
+  nlohmann::ordered_json j = {{"threads", peak.threads},
+                              {"repeats", peak.repeats},
+                              {"f32_gflops", peak.best_gflops(kernels::MatmulType::F32)},
+                              {"bf16_gflops", peak.best_gflops(kernels::MatmulType::BF16)},
+                              {"int8_gops", peak.best_gflops(kernels::MatmulType::Int8)}};
+  auto& list = j["measurements"] = nlohmann::ordered_json::array();
+  for (const auto& m : peak.measurements)
+    list.push_back({{"type", kernels::matmul_type_name(m.type)},
+                    {"m", m.shape.m},
+                    {"n", m.shape.n},
+                    {"k", m.shape.k},
+                    {"supported", m.supported},
+                    {"implementation", m.implementation},
+                    {"error", m.error},
+                    {"best_seconds", m.best_seconds},
+                    {"gflops", m.gflops}});
+  return j;
+}
+
+}  // namespace
+
+std::string format_benchmark_table(const BenchmarkResult& r) {
+  const auto& o = r.options;
+  const auto& m = r.machine;
+  std::string out;
+  out += fmt("sdrt bench: %s\n", o.model_dir.c_str());
+  out += fmt("  %dx%d, %d steps (%s), batch %d, guidance %g -> %d UNet rows per step, %s\n", o.width, o.height, o.steps,
+             o.scheduler.c_str(), o.batch, o.guidance, r.unet_batch, o.precision.c_str());
+  out += fmt("  %d measured run%s after %d warm-up run%s; %d UNet call%s per run\n", o.runs, o.runs == 1 ? "" : "s",
+             o.warmup, o.warmup == 1 ? "" : "s", r.unet_calls_per_run, r.unet_calls_per_run == 1 ? "" : "s");
+  out +=
+      fmt("machine: %s, %d physical cores, %d logical CPUs, %d threads; avx512f %s, avx512_vnni %s, avx512_bf16 %s, "
+          "amx %s\n\n",
+          m.cpu_model.c_str(), m.physical_cores, m.logical_cpus, m.threads, yes_no(m.avx512f).c_str(),
+          yes_no(m.avx512_vnni).c_str(), yes_no(m.avx512_bf16).c_str(), yes_no(m.amx_bf16 || m.amx_int8).c_str());
+
+  out += fmt("  %-28s %10s %10s %10s\n", "stage (seconds)", "median", "min", "max");
+  out += fmt("  %-28s %10.4f   (once per process)\n", "model load", r.load_s);
+  out += r.compile_s ? fmt("  %-28s %10.4f\n", "compile", *r.compile_s) : fmt("  %-28s %10s\n", "compile", "n/a");
+  out += seconds_row("text encoder", r.text_encoder_s);
+  out += seconds_row(r.unet_batch > 1 ? "UNet step (one batched call)" : "UNet step", r.unet_step_s);
+  out += seconds_row("VAE decode", r.vae_decode_s);
+  out += seconds_row(o.batch > 1 ? "whole batch (excl. load)" : "whole image (excl. load)", r.image_s);
+  out += fmt("  %-28s %10.2f\n\n", "images per minute", r.images_per_minute);
+
+  out += fmt("memory: RSS after load %.0f MB, peak RSS %.0f MB (%.0f MB above the loaded model)\n\n",
+             r.rss_after_load_bytes / 1e6, r.peak_rss_bytes / 1e6, (r.peak_rss_bytes - r.rss_after_load_bytes) / 1e6);
+
+  out += fmt("  %-30s %10s %9s %9s %9s %10s %10s\n", "work (GMAC; 1 MAC = 2 FLOP)", "total", "conv", "linear",
+             "attention", "GFLOP/s", "f32 peak");
+  out +=
+      work_row(fmt("UNet call (%d row%s)", r.unet_batch, r.unet_batch == 1 ? "" : "s").c_str(), r.unet.macs, &r.unet);
+  out += work_row("UNet, per image per step", r.unet_macs_per_image(), nullptr);
+  out += work_row(fmt("VAE decoder (%d image%s)", o.batch, o.batch == 1 ? "" : "s").c_str(), r.vae_decoder.macs,
+                  &r.vae_decoder);
+  out += work_row("text encoder (per run)", r.text_encoder_macs, nullptr);
+  out += "\n";
+  out += r.peak ? peak_rows(*r.peak) : "matmul peak: not measured\n";
+  return out;
+}
+
+std::string format_benchmark_json(const BenchmarkResult& r) {
+  const auto& o = r.options;
+  const auto& m = r.machine;
+  nlohmann::ordered_json j;
+  j["config"] = {{"model", o.model_dir},
+                 {"width", o.width},
+                 {"height", o.height},
+                 {"steps", o.steps},
+                 {"scheduler", o.scheduler},
+                 {"guidance", o.guidance},
+                 {"batch", o.batch},
+                 {"unet_batch", r.unet_batch},
+                 {"unet_calls_per_run", r.unet_calls_per_run},
+                 {"precision", o.precision},
+                 {"runs", o.runs},
+                 {"warmup", o.warmup},
+                 {"prompt", o.prompt},
+                 {"seed", o.seed}};
+  j["machine"] = {{"cpu_model", m.cpu_model},
+                  {"physical_cores", m.physical_cores},
+                  {"logical_cpus", m.logical_cpus},
+                  {"threads", m.threads},
+                  {"isa",
+                   {{"avx2", m.avx2},
+                    {"fma", m.fma},
+                    {"avx512f", m.avx512f},
+                    {"avx512_vnni", m.avx512_vnni},
+                    {"avx512_bf16", m.avx512_bf16},
+                    {"amx_bf16", m.amx_bf16},
+                    {"amx_int8", m.amx_int8}}}};
+  j["seconds"] = {{"load", r.load_s},
+                  {"compile", r.compile_s ? nlohmann::ordered_json(*r.compile_s) : nlohmann::ordered_json(nullptr)},
+                  {"text_encoder", stats_json(r.text_encoder_s)},
+                  {"unet_step", stats_json(r.unet_step_s)},
+                  {"vae_decode", stats_json(r.vae_decode_s)},
+                  {"image", stats_json(r.image_s)}};
+  j["images_per_minute"] = r.images_per_minute;
+  j["memory_bytes"] = {{"rss_after_load", r.rss_after_load_bytes}, {"peak_rss", r.peak_rss_bytes}};
+  j["work"] = {{"unet_call", rate_json(r.unet)},
+               {"unet_per_image_per_step_macs", macs_json(r.unet_macs_per_image())},
+               {"vae_decoder", rate_json(r.vae_decoder)},
+               {"vae_decoder_per_image_macs", macs_json(r.vae_decoder_macs_per_image())},
+               {"text_encoder_macs", macs_json(r.text_encoder_macs)}};
+  j["peak"] = r.peak ? peak_json(*r.peak) : nlohmann::ordered_json(nullptr);
+  return j.dump(2) + "\n";
+}
+
+}  // namespace sdrt
