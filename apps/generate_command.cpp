@@ -81,6 +81,7 @@ void run_generate(GenerateOptions& o) {
     w.add("latents", r.latents);
     w.write(o.output_tensor);
   }
+  if (o.quiet) return;
   const auto& t = r.times;
   double unet_total = 0;
   for (double s : t.unet_step_s) unet_total += s;

@@ -9,6 +9,7 @@ packages=(
   googletest libgtest-dev libbenchmark-dev
   clang libclang-rt-14-dev               # libFuzzer targets
   python3-torch python3-numpy python3-pil  # the trainer (training/) and reference tooling
+  libopenblas0-openmp                      # fast BLAS for Debian's torch (6x faster training steps)
 )
 
 missing=()
