@@ -1,15 +1,39 @@
+// Fused ("flash") attention. For each (batch, head, block of queries) the keys are visited in
+// blocks; each block's scores become probabilities against a running per-query maximum (online
+// softmax) and go straight into the output accumulator, which is rescaled whenever the maximum
+// grows. No more than one query block x one key block of scores ever exists: the memory per thread
+// is O(block^2) plus one head's packed keys (Lk x head_dim), and the work per query is linear in Lk.
+//
+// The score tile is kept transposed, keys x queries, with the queries along the vector lanes.
+// The softmax reductions over keys (maximum, sum) are then lane-wise max/add down the tile instead
+// of horizontal reductions, and both products are "broadcast one scalar, multiply-add a vector of
+// queries" micro-kernels that keep all their accumulators in registers:
+//   scores^T[j][i] = sum_c K[j][c] * (scale Q)^T[c][i]
+//   out^T[c][i]   += sum_j V[j][c] * P^T[j][i]
+// Each thread repacks the K of the head it is working on (pack_keys), each task its queries; V is
+// read in place. A task is a few query blocks of one head, which take turns on every key block.
+//
+// Written against simd::Vec (vector_math.h): AVX-512 registers where the compiler targets
+// AVX-512, plain per-lane loops otherwise, with the same blocking and arithmetic.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
+#include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "kernels/op_counter.h"
+#include "kernels/vector_math.h"
 
 namespace sdrt::kernels {
 
 namespace {
+
+using simd::kLanes;
+using simd::Vec;
 
 struct AttnShape {
   int64_t batch, lq, lk, channels, head_dim;
@@ -24,48 +48,301 @@ AttnShape check_attention(const Tensor& q, const Tensor& k, const Tensor& v, int
   return {q.dim(0), q.dim(1), k.dim(1), q.dim(2), q.dim(2) / heads};
 }
 
-void softmax_rows(float* s, int64_t rows, int64_t cols, int64_t first_row, bool causal) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = s + r * cols;
-    int64_t valid = causal ? std::min(cols, first_row + r + 1) : cols;
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
-    float sum = 0;
-    for (int64_t j = 0; j < valid; ++j) {
-      row[j] = std::exp(row[j] - mx);
-      sum += row[j];
+// Queries per block: every K and V value loaded into a register is reused for this many queries.
+constexpr int kQueryVecs = 2;
+constexpr int kQueryBlock = kQueryVecs * kLanes;
+// Keys per QK micro-kernel call: kKeyRows x kQueryVecs accumulators, 24 of the 32 vector registers.
+constexpr int kKeyRows = 12;
+// Keys per online-softmax step: big enough that the per-step rescale is noise, small enough that
+// the score tile (kKeyBlock x kQueryBlock floats, 15 KB) stays in L1 from QK through P V.
+constexpr int kKeyBlock = 10 * kKeyRows;
+// Head channels per PV micro-kernel call, for the same register budget as kKeyRows.
+constexpr int kMaxChannelRows = 12;
+
+using QueryVecs = Vec[kQueryVecs];
+
+// acc[r][v] = sum over k < depth of a[k * a_step + r] * b[k * kQueryBlock + v * kLanes + lane]:
+// each step broadcasts R scalars of `a` against the kQueryVecs vectors of one row of `b`.
+template <int R>
+inline void broadcast_product(const float* a, int64_t a_step, const float* b, int64_t depth,
+                              Vec (&acc)[R][kQueryVecs]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < kQueryVecs; ++v) acc[r][v] = simd::zero();
+  for (int64_t k = 0; k < depth; ++k, a += a_step, b += kQueryBlock) {
+    Vec row[kQueryVecs];
+#pragma GCC unroll 4
+    for (int v = 0; v < kQueryVecs; ++v) row[v] = simd::load(b + v * kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      Vec ar = simd::broadcast(a[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kQueryVecs; ++v) acc[r][v] = simd::fma(ar, row[v], acc[r][v]);
     }
-    float inv = 1.0f / sum;
-    for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
-    for (int64_t j = valid; j < cols; ++j) row[j] = 0.0f;
   }
+}
+
+// One head's keys in groups of kKeyRows: group g holds, channel by channel, the kKeyRows keys'
+// values side by side, so the QK micro-kernel reads it front to back. The last group is padded
+// with zero keys, whose scores are computed and never used.
+int64_t packed_keys_size(const AttnShape& s) { return (s.lk + kKeyRows - 1) / kKeyRows * kKeyRows * s.head_dim; }
+
+void pack_keys(const float* k, const AttnShape& s, float* packed) {
+  const int64_t d = s.head_dim, groups = (s.lk + kKeyRows - 1) / kKeyRows;
+  for (int64_t g = 0; g < groups; ++g) {
+    float* group = packed + g * d * kKeyRows;
+    for (int r = 0; r < kKeyRows; ++r) {
+      const int64_t j = g * kKeyRows + r;
+      for (int64_t c = 0; c < d; ++c) group[c * kKeyRows + r] = j < s.lk ? k[j * s.channels + c] : 0.0f;
+    }
+  }
+}
+
+// scores^T rows [0, round_up(n, kKeyRows)) for the keys starting at packed key group `keys`.
+// Not inlined: its 24 accumulators need the registers that the softmax's constants would hold.
+[[gnu::noinline]] void compute_scores(const float* keys, const float* queries_t, int64_t d, int n, float* tile) {
+  for (int j = 0; j < n; j += kKeyRows) {
+    Vec acc[kKeyRows][kQueryVecs];
+    broadcast_product<kKeyRows>(keys + (j / kKeyRows) * d * kKeyRows, kKeyRows, queries_t, d, acc);
+    for (int r = 0; r < kKeyRows; ++r)
+      for (int v = 0; v < kQueryVecs; ++v) simd::store(tile + (j + r) * kQueryBlock + v * kLanes, acc[r][v]);
+  }
+}
+
+// Causal: key j is hidden from query i when j > i. Only the diagonal tiles have such pairs, since
+// the key loop stops at the block's last query.
+void mask_future_keys(float* tile, int64_t first_key, int n, int64_t first_query) {
+  for (int j = 0; j < n; ++j) {
+    int64_t hidden_queries = first_key + j - first_query;  // queries first_query + [0, this) precede key j
+    if (hidden_queries <= 0) continue;
+    for (int v = 0; v < kQueryVecs; ++v) {
+      float* row = tile + j * kQueryBlock + v * kLanes;
+      int lanes = static_cast<int>(std::min<int64_t>(hidden_queries - v * kLanes, kLanes));
+      simd::store(row, simd::fill_leading_lanes(simd::load(row), lanes, -std::numeric_limits<float>::infinity()));
+    }
+  }
+}
+
+// Per query: the largest score seen so far and sum of exp(score - that maximum).
+struct OnlineSoftmax {
+  QueryVecs max, sum;
+
+  OnlineSoftmax() {
+    // Finite, so that max - new max is never inf - inf, even for a query whose first keys are masked.
+    for (Vec& m : max) m = simd::broadcast(std::numeric_limits<float>::lowest());
+    for (Vec& s : sum) s = simd::zero();
+  }
+
+  // Replaces the tile's n rows of scores by exp(score - running max) and sets `rescale` to the
+  // factor that brings what was accumulated against the previous maximum onto the new one.
+  void step(float* tile, int n, QueryVecs& rescale) {
+    QueryVecs tile_max, tile_sum;
+    for (int v = 0; v < kQueryVecs; ++v) tile_max[v] = max[v];
+    for (int j = 0; j < n; ++j)
+      for (int v = 0; v < kQueryVecs; ++v)
+        tile_max[v] = simd::max(tile_max[v], simd::load(tile + j * kQueryBlock + v * kLanes));
+    for (int v = 0; v < kQueryVecs; ++v) {
+      rescale[v] = simd::exp(simd::sub(max[v], tile_max[v]));
+      max[v] = tile_max[v];
+      tile_sum[v] = simd::zero();
+    }
+    for (int j = 0; j < n; ++j) {
+      for (int v = 0; v < kQueryVecs; ++v) {
+        float* row = tile + j * kQueryBlock + v * kLanes;
+        Vec p = simd::exp(simd::sub(simd::load(row), max[v]));
+        simd::store(row, p);
+        tile_sum[v] = simd::add(tile_sum[v], p);
+      }
+    }
+    // Summing each tile on its own and then across tiles keeps the rounding error growing with
+    // Lk / kKeyBlock + kKeyBlock rather than with Lk.
+    for (int v = 0; v < kQueryVecs; ++v) sum[v] = simd::fma(sum[v], rescale[v], tile_sum[v]);
+  }
+};
+
+// out^T rows [0, R) = out^T * rescale + sum over the tile's n keys of V[j][c] * P^T[j].
+// Like the softmax sum, the tile's contribution is accumulated from zero before it is added.
+template <int R>
+void accumulate_channels(const float* values, int64_t ldv, const float* probs, int n, const QueryVecs& rescale,
+                         float* out_t) {
+  Vec acc[R][kQueryVecs];
+  broadcast_product<R>(values, ldv, probs, n, acc);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kQueryVecs; ++v) {
+      float* o = out_t + r * kQueryBlock + v * kLanes;
+      simd::store(o, simd::fma(simd::load(o), rescale[v], acc[r][v]));
+    }
+  }
+}
+
+using ChannelKernel = void (*)(const float*, int64_t, const float*, int, const QueryVecs&, float*);
+
+template <size_t... RowsMinusOne>
+constexpr auto make_channel_kernels(std::index_sequence<RowsMinusOne...>) {
+  return std::array<ChannelKernel, sizeof...(RowsMinusOne)>{&accumulate_channels<RowsMinusOne + 1>...};
+}
+constexpr auto kChannelKernels = make_channel_kernels(std::make_index_sequence<kMaxChannelRows>{});
+
+// out^T = out^T * rescale + V_tile^T P^T for the whole head. The channels are split into equal
+// blocks (40 = 4 x 10, not 3 x 12 + 4) so that no call is left with a few, badly used rows.
+void accumulate_values(const float* values, int64_t ldv, int64_t d, const float* probs, int n, const QueryVecs& rescale,
+                       float* out_t) {
+  const int64_t blocks = (d + kMaxChannelRows - 1) / kMaxChannelRows;
+  for (int64_t blk = 0, c0 = 0; blk < blocks; ++blk) {
+    int64_t rows = d / blocks + (blk < d % blocks ? 1 : 0);
+    kChannelKernels[rows - 1](values + c0, ldv, probs, n, rescale, out_t + c0 * kQueryBlock);
+    c0 += rows;
+  }
+}
+
+struct Problem {
+  AttnShape shape;
+  const float *q, *k, *v;
+  float* out;
+  int heads;
+  float scale;
+  bool causal;
+};
+
+// Query blocks per task, at most. They take turns on each key block while its K and V are hot in
+// L1/L2: one head's K and V at 4096 tokens (1.3 MB) do not fit in L2, and streaming them from L3
+// once per 32 queries is traffic that every core adds to.
+constexpr int kMaxBlocksPerTask = 4;
+
+// Fewer blocks per task where grouping would leave threads without enough tasks to balance
+// (CLIP's 77 tokens x 12 heads, the UNet's 8x8 level).
+int blocks_per_task(int64_t heads_total, int64_t query_blocks) {
+  const int64_t wanted_tasks = 4 * static_cast<int64_t>(num_threads());
+  int blocks = kMaxBlocksPerTask;
+  while (blocks > 1 && heads_total * ((query_blocks + blocks - 1) / blocks) < wanted_tasks) blocks /= 2;
+  return blocks;
+}
+
+// One query block's state across the key loop.
+struct QueryBlock {
+  int64_t first, rows;  // queries [first, first + rows)
+  int64_t key_end;      // keys [0, key_end) are visible to some query of the block
+  float* queries_t;     // (scale Q)^T [head_dim][kQueryBlock]
+  float* out_t;         // unnormalised out^T [head_dim][kQueryBlock]
+  OnlineSoftmax softmax;
+};
+
+// Per-thread working memory: one head's packed keys, and O(head_dim x kQueryBlock + kKeyBlock x
+// kQueryBlock) floats per query block.
+struct Workspace {
+  Tensor keys;  // pack_keys layout, for head `keys_head` (batch * heads + head)
+  int64_t keys_head = -1;
+  Tensor queries_t, out_t;  // kMaxBlocksPerTask x [head_dim][kQueryBlock]
+  Tensor tile;              // scores^T, then P^T, [kKeyBlock][kQueryBlock]
+  explicit Workspace(const AttnShape& s)
+      : keys(Tensor::empty({packed_keys_size(s)})),
+        queries_t(Tensor::empty({kMaxBlocksPerTask, s.head_dim, kQueryBlock})),
+        out_t(Tensor::empty({kMaxBlocksPerTask, s.head_dim, kQueryBlock})),
+        tile(Tensor::empty({kKeyBlock, kQueryBlock})) {}
+};
+
+// (scale Q)^T, 16 x 16 tiles at a time. Lanes past the last query are zero queries: harmless
+// finite scores, never written out.
+void pack_query_block(const float* q, int64_t ldq, int64_t rows, int64_t d, float scale, float* queries_t) {
+  const Vec scale_v = simd::broadcast(scale);
+  for (int64_t i0 = 0; i0 < kQueryBlock; i0 += kLanes) {
+    for (int64_t c0 = 0; c0 < d; c0 += kLanes) {
+      const int cols = static_cast<int>(std::min<int64_t>(kLanes, d - c0));
+      Vec tile[kLanes];
+      for (int r = 0; r < kLanes; ++r)
+        tile[r] = i0 + r < rows ? simd::load_leading(q + (i0 + r) * ldq + c0, cols) : simd::zero();
+      simd::transpose(tile);
+      for (int c = 0; c < cols; ++c) simd::store(queries_t + (c0 + c) * kQueryBlock + i0, simd::mul(tile[c], scale_v));
+    }
+  }
+}
+
+// out = out^T / sum, transposed back 16 x 16 at a time into the block's rows of `out`.
+void write_output(const QueryBlock& qb, int64_t d, float* out, int64_t ldo) {
+  for (int v = 0; v < kQueryVecs; ++v) {
+    const Vec inv_sum = simd::div(simd::broadcast(1.0f), qb.softmax.sum[v]);
+    const int64_t i0 = v * kLanes;
+    for (int64_t c0 = 0; c0 < d; c0 += kLanes) {
+      const int cols = static_cast<int>(std::min<int64_t>(kLanes, d - c0));
+      Vec tile[kLanes];
+      for (int c = 0; c < kLanes; ++c)
+        tile[c] = c < cols ? simd::mul(simd::load(qb.out_t + (c0 + c) * kQueryBlock + i0), inv_sum) : simd::zero();
+      simd::transpose(tile);
+      for (int r = 0; r < kLanes && i0 + r < qb.rows; ++r)
+        simd::store_leading(out + (i0 + r) * ldo + c0, tile[r], cols);
+    }
+  }
+}
+
+// One key block [j0, j0 + n) for one query block: scores, mask, online softmax, P V.
+void attend_key_block(const Problem& p, const float* keys, const float* values, int64_t j0, QueryBlock& qb,
+                      float* tile) {
+  const int64_t d = p.shape.head_dim, ldv = p.shape.channels;
+  const int n = static_cast<int>(std::min<int64_t>(kKeyBlock, qb.key_end - j0));
+  compute_scores(keys + j0 * d, qb.queries_t, d, n, tile);
+  if (p.causal) mask_future_keys(tile, j0, n, qb.first);
+  QueryVecs rescale;
+  qb.softmax.step(tile, n, rescale);
+  accumulate_values(values + j0 * ldv, ldv, d, tile, n, rescale, qb.out_t);
+}
+
+// Query blocks [first_block, first_block + blocks) of head h of batch b.
+void attend_query_blocks(const Problem& p, int64_t b, int64_t h, int64_t first_block, int blocks, Workspace& w) {
+  const AttnShape& s = p.shape;
+  const int64_t d = s.head_dim, head = h * d;
+  // A thread's tasks are consecutive, so it packs each head it visits once (twice at most for the
+  // head it shares with a neighbour), and no thread ever waits for another's packing.
+  if (w.keys_head != b * p.heads + h) {
+    pack_keys(p.k + b * s.lk * s.channels + head, s, w.keys.data());
+    w.keys_head = b * p.heads + h;
+  }
+  const float* values = p.v + b * s.lk * s.channels + head;
+
+  QueryBlock qbs[kMaxBlocksPerTask];
+  int64_t key_end = 0;
+  for (int g = 0; g < blocks; ++g) {
+    QueryBlock& qb = qbs[g];
+    qb.first = (first_block + g) * kQueryBlock;
+    qb.rows = std::min<int64_t>(kQueryBlock, s.lq - qb.first);
+    // Keys after the block's last query are hidden from all of it under the causal mask.
+    qb.key_end = p.causal ? std::min(s.lk, qb.first + qb.rows) : s.lk;
+    qb.queries_t = w.queries_t.data() + g * d * kQueryBlock;
+    qb.out_t = w.out_t.data() + g * d * kQueryBlock;
+    pack_query_block(p.q + (b * s.lq + qb.first) * s.channels + head, s.channels, qb.rows, d, p.scale, qb.queries_t);
+    std::fill_n(qb.out_t, d * kQueryBlock, 0.0f);
+    key_end = std::max(key_end, qb.key_end);
+  }
+  for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock)
+    for (int g = 0; g < blocks; ++g)
+      if (j0 < qbs[g].key_end) attend_key_block(p, w.keys.data(), values, j0, qbs[g], w.tile.data());
+  for (int g = 0; g < blocks; ++g)
+    write_output(qbs[g], d, p.out + (b * s.lq + qbs[g].first) * s.channels + head, s.channels);
 }
 
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) {
   count_attention_macs(q, k);
-  AttnShape s = check_attention(q, k, v, heads);
+  const AttnShape s = check_attention(q, k, v, heads);
+  SDRT_CHECK(s.lk > 0, "attention: softmax over zero keys");
   Tensor out = Tensor::empty(q.shape());
-  // Query rows are processed in blocks so the score matrix never exceeds block x Lk floats:
-  // at 64x64 latents a full 4096 x 4096 score matrix per head would be 64 MB.
-  constexpr int64_t kBlock = 128;
-  int64_t blocks = (s.lq + kBlock - 1) / kBlock;
-  int64_t tasks = s.batch * heads * blocks;
+  const Problem p{s, q.data(), k.data(), v.data(), out.data(), heads, scale, causal};
+  const int64_t query_blocks = (s.lq + kQueryBlock - 1) / kQueryBlock;
+  const int group = blocks_per_task(s.batch * heads, query_blocks);
+  const int64_t groups = (query_blocks + group - 1) / group;
+  const int64_t tasks = s.batch * heads * groups;
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<size_t>(kBlock * s.lk));
+    Workspace w(s);
+    // Static: each thread gets a run of consecutive tasks, i.e. few heads, whose K and V it reuses.
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {
-      int64_t b = t / (heads * blocks), h = (t / blocks) % heads, blk = t % blocks;
-      int64_t q0 = blk * kBlock, rows = std::min(kBlock, s.lq - q0);
-      const float* qp = q.data() + (b * s.lq + q0) * s.channels + h * s.head_dim;
-      const float* kp = k.data() + b * s.lk * s.channels + h * s.head_dim;
-      const float* vp = v.data() + b * s.lk * s.channels + h * s.head_dim;
-      float* op = out.data() + (b * s.lq + q0) * s.channels + h * s.head_dim;
-      gemm(false, true, rows, s.lk, s.head_dim, scale, qp, s.channels, kp, s.channels, 0.0f, scores.data(), s.lk);
-      softmax_rows(scores.data(), rows, s.lk, q0, causal);
-      gemm(false, false, rows, s.head_dim, s.lk, 1.0f, scores.data(), s.lk, vp, s.channels, 0.0f, op, s.channels);
+      int64_t bh = t / groups, first_block = t % groups * group;
+      int blocks = static_cast<int>(std::min<int64_t>(group, query_blocks - first_block));
+      attend_query_blocks(p, bh / heads, bh % heads, first_block, blocks, w);
     }
   }
   return out;
