@@ -140,7 +140,19 @@ DType dtype_from_name(const std::string& name) {
 
 SafeTensors SafeTensors::open(const std::string& path) {
   auto mapping = std::make_shared<Mapping>(path);
-  return parse({mapping->data(), mapping->size()}, path, mapping);
+  SafeTensors st = parse({mapping->data(), mapping->size()}, path, mapping);
+  st.mapped_ = true;
+  return st;
+}
+
+void SafeTensors::drop_pages(const TensorInfo& info) const {
+  // Only whole pages inside the tensor's range: neighbours may still be needed.
+  if (!mapped_) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uintptr_t begin = reinterpret_cast<uintptr_t>(data_ + info.begin);
+  uintptr_t end = reinterpret_cast<uintptr_t>(data_ + info.end);
+  uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 SafeTensors SafeTensors::parse(std::span<const uint8_t> bytes, const std::string& source,
@@ -231,6 +243,9 @@ Tensor SafeTensors::load_f32(const std::string& name) const {
     default:
       fail(path_, ": tensor '", name, "' has dtype ", dtype_name(i.dtype), ", expected a float type");
   }
+  // The converted copy is what the model keeps; the file's pages would otherwise stay
+  // resident until the whole mapping closes, holding the weights twice during load.
+  drop_pages(i);
   return t;
 }
 

@@ -53,8 +53,12 @@ class SafeTensors {
   std::span<const uint8_t> raw(const std::string& name) const;
 
  private:
+  // Releases the mapped pages of a tensor whose data has been copied out.
+  void drop_pages(const TensorInfo& info) const;
+
   std::string path_;
   std::shared_ptr<const void> owner_;
+  bool mapped_ = false;  // true when the bytes are a private file mapping of our own
   const uint8_t* data_ = nullptr;  // start of the data section
   uint64_t data_size_ = 0;
   std::map<std::string, std::string> metadata_;

@@ -67,6 +67,9 @@ void scale_inplace(Tensor& x, float s);
 // x [N, C, *] += v[n, c] broadcast over the spatial positions (v is [N, C] or [C]).
 void add_channel_broadcast(Tensor& x, const Tensor& v);
 Tensor upsample_nearest2x(const Tensor& x);                  // [N, C, H, W] -> [N, C, 2H, 2W]
+// Nearest-neighbour resize to [N, C, out_h, out_w] with PyTorch's index rule
+// src = min(floor(dst * (in / out)), in - 1) (upsample_nearest.cpp).
+Tensor upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w);
 Tensor concat_channels(const Tensor& a, const Tensor& b);    // along dim 1
 Tensor nchw_to_nlc(const Tensor& x);                         // [N, C, H, W] -> [N, H*W, C]
 Tensor nlc_to_nchw(const Tensor& x, int64_t h, int64_t w);   // [N, H*W, C] -> [N, C, H, W]

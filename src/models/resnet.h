@@ -42,11 +42,15 @@ class Downsample2D {
   Conv2d conv_;
 };
 
-// Upsample2D: nearest-neighbour 2x, then a 3x3 conv.
+// Upsample2D: nearest-neighbour 2x (or to an explicit size, as diffusers' UNet forwards when the
+// sample size is not a multiple of 2^levels), then a 3x3 conv.
 class Upsample2D {
  public:
   static Upsample2D load(const WeightSource& w, int64_t channels);
   Tensor operator()(const Tensor& x) const { return conv_(kernels::upsample_nearest2x(x)); }
+  Tensor operator()(const Tensor& x, int64_t out_h, int64_t out_w) const {
+    return conv_(kernels::upsample_nearest(x, out_h, out_w));
+  }
 
  private:
   Conv2d conv_;

@@ -126,11 +126,7 @@ void UNet2DConditionModel::check_inputs(const Tensor& sample, const std::vector<
                                         const Tensor& context) const {
   SDRT_CHECK(sample.rank() == 4 && sample.dim(1) == cfg_.in_channels, "UNet2DConditionModel: sample ",
              shape_str(sample.shape()), " is not [B, ", cfg_.in_channels, ", H, W]");
-  int64_t batch = sample.dim(0), multiple = cfg_.spatial_multiple();
-  // diffusers would forward explicit upsample sizes here; nearest-2x upsampling cannot.
-  SDRT_CHECK(sample.dim(2) % multiple == 0 && sample.dim(3) % multiple == 0, "UNet2DConditionModel: sample ",
-             shape_str(sample.shape()), ": height and width must be multiples of ", multiple,
-             " (other sizes are not supported yet)");
+  int64_t batch = sample.dim(0);
   SDRT_CHECK(timesteps.size() == static_cast<size_t>(batch) || timesteps.size() == 1,
              "UNet2DConditionModel: ", timesteps.size(), " timesteps for a batch of ", batch, " (expected ", batch,
              " or 1)");

@@ -25,7 +25,7 @@ class UNet2DConditionModel {
 
   const UNetConfig& config() const { return cfg_; }
 
-  // sample [B, in_channels, H, W] (H, W multiples of config().spatial_multiple()), timesteps: B
+  // sample [B, in_channels, H, W] (any H, W; sizes that do not halve evenly upsample to the skip connections' sizes, as in diffusers), timesteps: B
   // values or one for the whole batch, encoder_hidden_states [B, L, cross_attention_dim]
   // -> [B, out_channels, H, W].
   Tensor forward(const Tensor& sample, const std::vector<float>& timesteps, const Tensor& encoder_hidden_states) const;

@@ -49,6 +49,13 @@ std::optional<Downsample2D> load_downsampler(const WeightSource& w, const UNetBl
   return Downsample2D::load(w.sub("downsamplers.0"), cfg.out_channels, cfg.downsample_padding);
 }
 
+// diffusers forwards `upsample_size` = the next skip connection's size whenever the sample is
+// not a multiple of 2^levels (e.g. 520x520 images); otherwise that size is exactly 2x.
+Tensor upsample_to_next_skip(const Upsample2D& upsampler, const Tensor& h, const SkipStack& skips) {
+  if (skips.empty()) return upsampler(h);
+  return upsampler(h, skips.back().dim(2), skips.back().dim(3));
+}
+
 std::optional<Upsample2D> load_upsampler(const WeightSource& w, const UNetBlockConfig& cfg) {
   if (!cfg.add_sampler) return std::nullopt;
   return Upsample2D::load(w.sub("upsamplers.0"), cfg.out_channels);
@@ -152,7 +159,7 @@ Tensor UpBlock2D::operator()(const Tensor& x, const Tensor& temb, const Tensor& 
   Tensor h = x;
   for (size_t i = 0; i < resnets_.size(); ++i)
     h = resnets_[i](concat_skip("UpBlock2D", h, skips, resnet_in_channels_[i]), temb);
-  if (upsampler_) h = (*upsampler_)(h);
+  if (upsampler_) h = upsample_to_next_skip(*upsampler_, h, skips);
   return h;
 }
 
@@ -174,7 +181,7 @@ Tensor CrossAttnUpBlock2D::operator()(const Tensor& x, const Tensor& temb, const
     h = resnets_[i](concat_skip("CrossAttnUpBlock2D", h, skips, resnet_in_channels_[i]), temb);
     h = attentions_[i](h, context);
   }
-  if (upsampler_) h = (*upsampler_)(h);
+  if (upsampler_) h = upsample_to_next_skip(*upsampler_, h, skips);
   return h;
 }
 

@@ -55,8 +55,6 @@ struct UNetConfig {
   kernels::Activation time_embedding_act = kernels::Activation::None;  // applied to emb before the blocks
 
   size_t levels() const { return block_out_channels.size(); }
-  // 2^(number of up blocks that upsample): sample height and width must be multiples of it.
-  int64_t spatial_multiple() const { return int64_t{1} << (levels() - 1); }
 
   static UNetConfig load(const Config& config);
 };

@@ -29,10 +29,8 @@ if [[ -z "$py" ]]; then
 fi
 
 # Cases the engine is known not to support yet: reported as XFAIL (not counted) while they fail,
-# and as XPASS once they pass (then drop them from this list).
-#   tiny-sd1-4level_ddim_64x96: 96/8 = 12 latent rows is not a multiple of 2^3 (four UNet levels);
-#   diffusers forwards the skip sizes to the upsamplers (forward_upsample_size), sdrt rejects it.
-known_gaps=" tiny-sd1-4level_ddim_64x96 "
+# and as XPASS once they pass (then drop them from this list). None at present.
+known_gaps=" "
 
 failures=0
 count=0

@@ -1,0 +1,39 @@
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+
+namespace sdrt::kernels {
+
+namespace {
+
+// Source index per destination index, computed as PyTorch does: a float scale in / out.
+std::vector<int64_t> nearest_source_index(int64_t in, int64_t out) {
+  float scale = static_cast<float>(in) / static_cast<float>(out);
+  std::vector<int64_t> idx(static_cast<size_t>(out));
+  for (int64_t i = 0; i < out; ++i)
+    idx[i] = std::min(static_cast<int64_t>(std::floor(static_cast<float>(i) * scale)), in - 1);
+  return idx;
+}
+
+}  // namespace
+
+Tensor upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) {
+  SDRT_CHECK(x.rank() == 4, "upsample_nearest: input must be NCHW, got ", shape_str(x.shape()));
+  SDRT_CHECK(out_h > 0 && out_w > 0, "upsample_nearest: bad output size ", out_h, "x", out_w);
+  int64_t h = x.dim(2), w = x.dim(3);
+  if (out_h == 2 * h && out_w == 2 * w) return upsample_nearest2x(x);
+  auto rows = nearest_source_index(h, out_h), cols = nearest_source_index(w, out_w);
+  int64_t planes = x.dim(0) * x.dim(1);
+  Tensor y = Tensor::empty({x.dim(0), x.dim(1), out_h, out_w});
+  const float* xd = x.data();
+  float* yd = y.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t i = 0; i < out_h; ++i)
+      for (int64_t j = 0; j < out_w; ++j) yd[(p * out_h + i) * out_w + j] = xd[(p * h + rows[i]) * w + cols[j]];
+  return y;
+}
+
+}  // namespace sdrt::kernels
