@@ -7,7 +7,7 @@
 #include <cmath>
 #include <deque>
 
-#include "schedulers/scheduler_base.h"
+#include "schedulers/sigma_scheduler.h"
 
 namespace sdrt::sched {
 namespace {
@@ -32,62 +32,28 @@ double integrate_polynomial(F f, double a, double b) {
   return half * sum;
 }
 
-class LmsScheduler final : public SchedulerBase {
+class LmsScheduler final : public SigmaSchedulerBase {
  public:
   explicit LmsScheduler(const Config& file) : LmsScheduler(ConfigReader(file)) {}
 
   void set_timesteps(int num_inference_steps) override {
-    check_step_count(num_inference_steps, schedule_.num_train_timesteps, name_);
-    const std::vector<float> ts =
-        sigma_family_timesteps(spacing_, num_inference_steps, schedule_.num_train_timesteps, steps_offset_);
-    const std::vector<float> train_sigmas = sigmas_from_alphas_cumprod(schedule_.alphas_cumprod);
-    std::vector<double> sigmas = np_interp(std::vector<double>(ts.begin(), ts.end()), train_sigmas);
-    timesteps_.assign(ts.begin(), ts.end());
+    std::vector<double> timesteps = spaced_timesteps(num_inference_steps);
+    std::vector<double> sigmas = np_interp(timesteps, training_sigmas());
     if (use_karras_sigmas_) {
-      // Here diffusers keeps the fractional timesteps in float64.
-      const std::vector<float> log_sigmas = log_f32(train_sigmas);
       sigmas = karras_sigmas(sigmas.back(), sigmas.front(), num_inference_steps);
-      timesteps_.clear();
-      for (double s : sigmas) timesteps_.push_back(sigma_to_t(s, log_sigmas));
+      timesteps = timesteps_for_sigmas(sigmas);  // here diffusers keeps them in float64
     }
-    sigmas_ = to_f32_with_last(sigmas, 0.0f);
+    start_trajectory(timesteps, sigmas);
     derivatives_.clear();
     steps_taken_ = 0;
-    pred_original_ = Tensor();
-  }
-
-  float init_noise_sigma() const override {
-    SDRT_CHECK(!sigmas_.empty(), name_, ": init_noise_sigma() needs set_timesteps() first");
-    return sigma_family_init_noise_sigma(sigmas_, spacing_);
-  }
-
-  Tensor scale_model_input(const Tensor& sample, size_t step_index) const override {
-    check_index(step_index);
-    const float sigma = sigmas_[step_index];
-    const float scale = std::sqrt(sigma * sigma + 1.0f);
-    return map1(sample, [&](float x) { return x / scale; });
   }
 
   Tensor step(const Tensor& model_output, size_t step_index, const Tensor& sample, const Tensor* noise) override {
     check_step_args(model_output, step_index, sample, noise);
     check_in_order(step_index, steps_taken_);
     const float sigma = sigmas_[step_index];
-    switch (prediction_type_) {
-      case PredictionType::Epsilon:
-        pred_original_ = map2(sample, model_output, [&](float x, float e) { return x - sigma * e; });
-        break;
-      case PredictionType::VPrediction: {
-        const float sigma_sq_plus_one = sigma * sigma + 1.0f;
-        const float output_coeff = -sigma / std::sqrt(sigma_sq_plus_one);
-        pred_original_ =
-            map2(sample, model_output, [&](float x, float v) { return v * output_coeff + x / sigma_sq_plus_one; });
-        break;
-      }
-      case PredictionType::Sample:
-        pred_original_ = model_output.clone();
-        break;
-    }
-    derivatives_.push_back(map2(sample, pred_original_, [&](float x, float x0) { return (x - x0) / sigma; }));
+    const Tensor& pred_original = predict_original_sample(model_output, sample, sigma);
+    derivatives_.push_back(map2(sample, pred_original, [&](float x, float x0) { return (x - x0) / sigma; }));
     if (derivatives_.size() > kMaxOrder) derivatives_.pop_front();
 
     const int order = static_cast<int>(std::min<size_t>(step_index + 1, kMaxOrder));
@@ -102,17 +68,12 @@ class LmsScheduler final : public SchedulerBase {
     return map2(sample, update, [](float x, float u) { return x + u; });
   }
 
-  std::vector<float> sigmas() const override { return sigmas_; }
-  const Tensor* pred_original_sample() const override { return pred_original_.defined() ? &pred_original_ : nullptr; }
-
  private:
-  explicit LmsScheduler(ConfigReader config) : SchedulerBase("lms", config) {
-    schedule_ = read_noise_schedule(
-        config, {.beta_start = 0.0001, .beta_end = 0.02, .beta_schedule = "linear", .knows_zero_snr = false});
+  explicit LmsScheduler(ConfigReader config)
+      : SigmaSchedulerBase(
+            "lms", config,
+            {.beta_start = 0.0001, .beta_end = 0.02, .beta_schedule = "linear", .knows_zero_snr = false}) {
     use_karras_sigmas_ = config.get<bool>("use_karras_sigmas", false);
-    prediction_type_ = read_prediction_type(config);
-    spacing_ = read_timestep_spacing(config, TimestepSpacing::Linspace);
-    steps_offset_ = config.get<int>("steps_offset", 0);
     finish_config(config, "LMSDiscreteScheduler");
   }
 
@@ -131,16 +92,10 @@ class LmsScheduler final : public SchedulerBase {
     return integrate_polynomial(basis, sigmas_[t], sigmas_[t + 1]);
   }
 
-  NoiseSchedule schedule_;
   bool use_karras_sigmas_ = false;
-  PredictionType prediction_type_ = PredictionType::Epsilon;
-  TimestepSpacing spacing_ = TimestepSpacing::Linspace;
-  int steps_offset_ = 0;
 
-  std::vector<float> sigmas_;
   std::deque<Tensor> derivatives_;  // oldest first, at most kMaxOrder
   size_t steps_taken_ = 0;
-  Tensor pred_original_;
 };
 
 }  // namespace

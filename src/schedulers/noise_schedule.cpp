@@ -153,36 +153,6 @@ TimestepSpacing read_timestep_spacing(ConfigReader& config, TimestepSpacing fall
   config.bad_value("timestep_spacing", "unknown timestep spacing; expected linspace, leading or trailing");
 }
 
-std::vector<float> sigma_family_timesteps(TimestepSpacing spacing, int num_inference_steps, int num_train_timesteps,
-                                          int steps_offset) {
-  const int n = num_inference_steps;
-  std::vector<float> ts;
-  switch (spacing) {
-    case TimestepSpacing::Linspace: {
-      std::vector<double> ascending = np_linspace(0, num_train_timesteps - 1, n);
-      for (auto it = ascending.rbegin(); it != ascending.rend(); ++it) ts.push_back(static_cast<float>(*it));
-      break;
-    }
-    case TimestepSpacing::Leading:
-      for (int i = n - 1; i >= 0; --i) {
-        ts.push_back(static_cast<float>(i * (num_train_timesteps / n)) + static_cast<float>(steps_offset));
-      }
-      break;
-    case TimestepSpacing::Trailing:
-      for (double t : np_arange(num_train_timesteps, 0, -(static_cast<double>(num_train_timesteps) / n))) {
-        ts.push_back(static_cast<float>(round_half_even(t)) - 1.0f);
-      }
-      break;
-  }
-  return ts;
-}
-
-float sigma_family_init_noise_sigma(const std::vector<float>& sigmas, TimestepSpacing spacing) {
-  const float max_sigma = *std::max_element(sigmas.begin(), sigmas.end());
-  if (spacing == TimestepSpacing::Leading) return std::sqrt(max_sigma * max_sigma + 1.0f);
-  return max_sigma;
-}
-
 void check_step_count(int num_inference_steps, int num_train_timesteps, const std::string& scheduler) {
   SDRT_CHECK(num_inference_steps >= 1, scheduler, ": num_inference_steps must be at least 1, got ",
              num_inference_steps);

@@ -78,13 +78,6 @@ PredictionType read_prediction_type(ConfigReader& config);
 enum class TimestepSpacing { Linspace, Leading, Trailing };
 TimestepSpacing read_timestep_spacing(ConfigReader& config, TimestepSpacing fallback);
 
-// The float32 timesteps, descending, of the sigma-based schedulers (Euler, Euler ancestral,
-// LMS), which all space them the same way.
-std::vector<float> sigma_family_timesteps(TimestepSpacing spacing, int num_inference_steps, int num_train_timesteps,
-                                          int steps_offset);
-// max(sigmas), or sqrt(max^2 + 1) for leading spacing (as diffusers' init_noise_sigma has it).
-float sigma_family_init_noise_sigma(const std::vector<float>& sigmas, TimestepSpacing spacing);
-
 // Throws unless 1 <= num_inference_steps <= num_train_timesteps.
 void check_step_count(int num_inference_steps, int num_train_timesteps, const std::string& scheduler);
 
