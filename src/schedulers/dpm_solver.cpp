@@ -99,11 +99,6 @@ class DpmSolverScheduler final : public SchedulerBase {
     steps_taken_ = 0;
   }
 
-  float init_noise_sigma() const override { return 1.0f; }
-  Tensor scale_model_input(const Tensor& sample, size_t step_index) const override {
-    check_index(step_index);
-    return sample;
-  }
   bool needs_noise(size_t) const override { return is_sde(algorithm_); }
   std::vector<float> sigmas() const override { return sigmas_; }
 

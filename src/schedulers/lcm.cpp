@@ -35,11 +35,6 @@ class LcmScheduler final : public SchedulerBase {
     denoised_ = Tensor();
   }
 
-  float init_noise_sigma() const override { return 1.0f; }
-  Tensor scale_model_input(const Tensor& sample, size_t step_index) const override {
-    check_index(step_index);
-    return sample;
-  }
   // The last step returns the denoised sample without re-noising.
   bool needs_noise(size_t step_index) const override { return step_index + 1 < int_timesteps_.size(); }
 

@@ -31,12 +31,6 @@ class PndmScheduler final : public SchedulerBase {
     cur_sample_ = Tensor();
   }
 
-  float init_noise_sigma() const override { return 1.0f; }
-  Tensor scale_model_input(const Tensor& sample, size_t step_index) const override {
-    check_index(step_index);
-    return sample;
-  }
-
   Tensor step(const Tensor& model_output, size_t step_index, const Tensor& sample, const Tensor* noise) override {
     check_step_args(model_output, step_index, sample, noise);
     check_in_order(step_index, counter_);

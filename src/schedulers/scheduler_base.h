@@ -16,6 +16,13 @@ class SchedulerBase : public Scheduler {
   const std::vector<double>& timesteps() const override { return timesteps_; }
   const nlohmann::json& effective_config() const override { return effective_config_; }
   std::string name() const override { return name_; }
+  // DDIM, PNDM, DPM-Solver and LCM step the variance-preserving x_t itself: it starts as
+  // unit-variance noise and the UNet sees it unscaled. SigmaSchedulerBase overrides both.
+  float init_noise_sigma() const override { return 1.0f; }
+  Tensor scale_model_input(const Tensor& sample, size_t step_index) const override {
+    check_index(step_index);
+    return sample;
+  }
 
  protected:
   SchedulerBase(std::string name, const ConfigReader& config) : name_(std::move(name)), source_(config.source()) {}
