@@ -17,28 +17,8 @@ class DdimScheduler final : public SchedulerBase {
   void set_timesteps(int num_inference_steps) override {
     check_step_count(num_inference_steps, schedule_.num_train_timesteps, name_);
     num_inference_steps_ = num_inference_steps;
-    const int train = schedule_.num_train_timesteps;
-    const int n = num_inference_steps;
-    std::vector<int64_t> ts;
-    switch (spacing_) {
-      case TimestepSpacing::Linspace: {
-        std::vector<double> ascending = np_linspace(0, train - 1, n);
-        for (auto it = ascending.rbegin(); it != ascending.rend(); ++it) {
-          ts.push_back(static_cast<int64_t>(round_half_even(*it)));
-        }
-        break;
-      }
-      case TimestepSpacing::Leading:
-        for (int i = n - 1; i >= 0; --i) ts.push_back(static_cast<int64_t>(i) * (train / n) + steps_offset_);
-        break;
-      case TimestepSpacing::Trailing:
-        for (double t : np_arange(train, 0, -(static_cast<double>(train) / n))) {
-          ts.push_back(static_cast<int64_t>(round_half_even(t)) - 1);
-        }
-        break;
-    }
-    int_timesteps_ = ts;
-    timesteps_.assign(ts.begin(), ts.end());
+    int_timesteps_ = discrete_timesteps(spacing_, num_inference_steps, schedule_.num_train_timesteps, steps_offset_);
+    timesteps_.assign(int_timesteps_.begin(), int_timesteps_.end());
     pred_original_ = Tensor();
   }
 

@@ -153,6 +153,31 @@ TimestepSpacing read_timestep_spacing(ConfigReader& config, TimestepSpacing fall
   config.bad_value("timestep_spacing", "unknown timestep spacing; expected linspace, leading or trailing");
 }
 
+std::vector<int64_t> discrete_timesteps(TimestepSpacing spacing, int num_inference_steps, int num_train_timesteps,
+                                        int steps_offset) {
+  const int train = num_train_timesteps;
+  const int n = num_inference_steps;
+  std::vector<int64_t> ts;
+  switch (spacing) {
+    case TimestepSpacing::Linspace: {
+      std::vector<double> ascending = np_linspace(0, train - 1, n);
+      for (auto it = ascending.rbegin(); it != ascending.rend(); ++it) {
+        ts.push_back(static_cast<int64_t>(round_half_even(*it)));
+      }
+      break;
+    }
+    case TimestepSpacing::Leading:
+      for (int i = n - 1; i >= 0; --i) ts.push_back(static_cast<int64_t>(i) * (train / n) + steps_offset);
+      break;
+    case TimestepSpacing::Trailing:
+      for (double t : np_arange(train, 0, -(static_cast<double>(train) / n))) {
+        ts.push_back(static_cast<int64_t>(round_half_even(t)) - 1);
+      }
+      break;
+  }
+  return ts;
+}
+
 void check_step_count(int num_inference_steps, int num_train_timesteps, const std::string& scheduler) {
   SDRT_CHECK(num_inference_steps >= 1, scheduler, ": num_inference_steps must be at least 1, got ",
              num_inference_steps);

@@ -78,6 +78,11 @@ PredictionType read_prediction_type(ConfigReader& config);
 enum class TimestepSpacing { Linspace, Leading, Trailing };
 TimestepSpacing read_timestep_spacing(ConfigReader& config, TimestepSpacing fallback);
 
+// The whole-number timesteps of DDIM and PNDM, descending (PNDM rearranges them). Where the
+// sigma schedulers keep linspace's fractional timesteps, these round them half to even.
+std::vector<int64_t> discrete_timesteps(TimestepSpacing spacing, int num_inference_steps, int num_train_timesteps,
+                                        int steps_offset);
+
 // Throws unless 1 <= num_inference_steps <= num_train_timesteps.
 void check_step_count(int num_inference_steps, int num_train_timesteps, const std::string& scheduler);
 

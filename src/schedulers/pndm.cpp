@@ -17,7 +17,9 @@ class PndmScheduler final : public SchedulerBase {
 
   void set_timesteps(int num_inference_steps) override {
     check_step_count(num_inference_steps, schedule_.num_train_timesteps, name_);
-    const std::vector<int64_t> ascending = base_timesteps(num_inference_steps);
+    const std::vector<int64_t> descending =
+        discrete_timesteps(spacing_, num_inference_steps, schedule_.num_train_timesteps, steps_offset_);
+    const std::vector<int64_t> ascending(descending.rbegin(), descending.rend());
     size_t num_prk = 0;
     std::vector<int64_t> all = skip_prk_steps_ ? plms_only_timesteps(ascending)
                                                : prk_then_plms_timesteps(ascending, num_inference_steps, num_prk);
@@ -53,28 +55,6 @@ class PndmScheduler final : public SchedulerBase {
     spacing_ = read_timestep_spacing(config, TimestepSpacing::Leading);
     steps_offset_ = config.get<int>("steps_offset", 0);
     finish_config(config, "PNDMScheduler");
-  }
-
-  // The N training timesteps, ascending, before PNDM rearranges them.
-  std::vector<int64_t> base_timesteps(int n) const {
-    const int train = schedule_.num_train_timesteps;
-    std::vector<int64_t> ts;
-    switch (spacing_) {
-      case TimestepSpacing::Linspace:
-        for (double t : np_linspace(0, train - 1, n)) ts.push_back(static_cast<int64_t>(round_half_even(t)));
-        break;
-      case TimestepSpacing::Leading:
-        for (int i = 0; i < n; ++i) ts.push_back(static_cast<int64_t>(i) * (train / n) + steps_offset_);
-        break;
-      case TimestepSpacing::Trailing: {
-        std::vector<double> descending = np_arange(train, 0, -(static_cast<double>(train) / n));
-        for (auto it = descending.rbegin(); it != descending.rend(); ++it) {
-          ts.push_back(static_cast<int64_t>(round_half_even(*it)) - 1);
-        }
-        break;
-      }
-    }
-    return ts;
   }
 
   // skip_prk_steps: the second-to-last training timestep is repeated (the 2nd-order start
