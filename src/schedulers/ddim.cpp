@@ -80,11 +80,7 @@ class DdimScheduler final : public SchedulerBase {
     final_alpha_cumprod_ = set_alpha_to_one ? 1.0f : schedule_.alphas_cumprod.front();
     steps_offset_ = config.get<int>("steps_offset", 0);
     prediction_type_ = read_prediction_type(config);
-    if (config.get<bool>("thresholding", false)) {
-      config.bad_value("thresholding", "dynamic thresholding is not supported (it is meant for pixel-space models)");
-    }
-    config.get<double>("dynamic_thresholding_ratio", 0.995);  // only used with thresholding
-    config.get<double>("sample_max_value", 1.0);              // only used with thresholding
+    reject_thresholding(config);
     spacing_ = read_timestep_spacing(config, TimestepSpacing::Leading);
     finish_config(config, "DDIMScheduler");
   }

@@ -135,11 +135,7 @@ class DpmSolverScheduler final : public SchedulerBase {
     solver_order_ = config.get<int>("solver_order", 2);
     if (solver_order_ < 1) config.bad_value("solver_order", "must be 1, 2 or 3");
     prediction_type_ = read_prediction_type(config);
-    if (config.get<bool>("thresholding", false)) {
-      config.bad_value("thresholding", "dynamic thresholding is not supported (it is meant for pixel-space models)");
-    }
-    config.get<double>("dynamic_thresholding_ratio", 0.995);  // only used with thresholding
-    config.get<double>("sample_max_value", 1.0);              // only used with thresholding
+    reject_thresholding(config);
     read_algorithm(config);
     lower_order_final_ = config.get<bool>("lower_order_final", true);
     euler_at_final_ = config.get<bool>("euler_at_final", false);

@@ -97,11 +97,7 @@ class LcmScheduler final : public SchedulerBase {
     final_alpha_cumprod_ = set_alpha_to_one ? 1.0f : schedule_.alphas_cumprod.front();
     config.get<int>("steps_offset", 0);  // diffusers' LCM does not use it
     prediction_type_ = read_prediction_type(config);
-    if (config.get<bool>("thresholding", false)) {
-      config.bad_value("thresholding", "dynamic thresholding is not supported (it is meant for pixel-space models)");
-    }
-    config.get<double>("dynamic_thresholding_ratio", 0.995);  // only used with thresholding
-    config.get<double>("sample_max_value", 1.0);              // only used with thresholding
+    reject_thresholding(config);
     read_timestep_spacing(config, TimestepSpacing::Leading);  // validated; LCM's schedule ignores it
     timestep_scaling_ = static_cast<float>(config.get<double>("timestep_scaling", 10.0));
     finish_config(config, "LCMScheduler");

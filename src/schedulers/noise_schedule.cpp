@@ -142,6 +142,14 @@ PredictionType read_prediction_type(ConfigReader& config) {
   config.bad_value("prediction_type", "unknown prediction type; expected epsilon, v_prediction or sample");
 }
 
+void reject_thresholding(ConfigReader& config) {
+  if (config.get<bool>("thresholding", false)) {
+    config.bad_value("thresholding", "dynamic thresholding is not supported (it is meant for pixel-space models)");
+  }
+  config.get<double>("dynamic_thresholding_ratio", 0.995);  // only used with thresholding
+  config.get<double>("sample_max_value", 1.0);              // only used with thresholding
+}
+
 TimestepSpacing read_timestep_spacing(ConfigReader& config, TimestepSpacing fallback) {
   const char* fallback_name = fallback == TimestepSpacing::Linspace  ? "linspace"
                               : fallback == TimestepSpacing::Leading ? "leading"

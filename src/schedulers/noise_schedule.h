@@ -75,6 +75,10 @@ NoiseSchedule read_noise_schedule(ConfigReader& config, const ScheduleDefaults& 
 // prediction_type: epsilon (default), v_prediction or sample.
 PredictionType read_prediction_type(ConfigReader& config);
 
+// Reads diffusers' dynamic thresholding keys (DDIM, DPM-Solver, LCM) so that they show in the
+// effective config, and rejects thresholding = true: it is meant for pixel-space models.
+void reject_thresholding(ConfigReader& config);
+
 enum class TimestepSpacing { Linspace, Leading, Trailing };
 TimestepSpacing read_timestep_spacing(ConfigReader& config, TimestepSpacing fallback);
 
