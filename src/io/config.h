@@ -36,6 +36,10 @@ class Config {
   [[noreturn]] void bad_value(const std::string& key, const std::string& why) const {
     fail(source_, ": key '", key, "' = ", json_.contains(key) ? json_[key].dump() : "<absent>", ": ", why);
   }
+  // For sizes and counts read from `key`.
+  void require_positive(const std::string& key, int64_t value) const {
+    if (value <= 0) bad_value(key, "must be positive");
+  }
 
  private:
   template <typename T>

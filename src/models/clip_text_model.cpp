@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "models/component_files.h"
+#include "models/config_helpers.h"
 
 namespace sdrt {
 
@@ -19,22 +20,14 @@ ClipTextConfig ClipTextConfig::load(const Config& config) {
   c.vocab_size = config.get<int64_t>("vocab_size", c.vocab_size);
   c.layer_norm_eps = config.get<float>("layer_norm_eps", c.layer_norm_eps);
   c.eos_token_id = config.get<int64_t>("eos_token_id", c.eos_token_id);
-  std::string act = config.get<std::string>("hidden_act", "quick_gelu");
-  try {
-    c.hidden_act = kernels::activation_from_name(act);
-  } catch (const Error& e) {
-    config.bad_value("hidden_act", e.what());
-  }
+  c.hidden_act = read_activation(config, "hidden_act", "quick_gelu");
 
-  auto positive = [&](const std::string& key, int64_t v) {
-    if (v <= 0) config.bad_value(key, "must be positive");
-  };
-  positive("hidden_size", c.hidden_size);
-  positive("intermediate_size", c.intermediate_size);
-  positive("num_attention_heads", c.num_attention_heads);
-  positive("num_hidden_layers", c.num_hidden_layers);
-  positive("max_position_embeddings", c.max_position_embeddings);
-  positive("vocab_size", c.vocab_size);
+  config.require_positive("hidden_size", c.hidden_size);
+  config.require_positive("intermediate_size", c.intermediate_size);
+  config.require_positive("num_attention_heads", c.num_attention_heads);
+  config.require_positive("num_hidden_layers", c.num_hidden_layers);
+  config.require_positive("max_position_embeddings", c.max_position_embeddings);
+  config.require_positive("vocab_size", c.vocab_size);
   if (c.hidden_size % c.num_attention_heads != 0)
     config.bad_value("num_attention_heads", str("does not divide hidden_size ", c.hidden_size));
   return c;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "models/config_helpers.h"
+
 namespace sdrt {
 
 namespace {
@@ -30,15 +32,6 @@ template <typename T>
 void require_default(const Config& c, const std::string& key, const T& supported) {
   if (c.has(key) && c.get<T>(key) != supported)
     c.bad_value(key, str("is not supported yet (only ", json(supported).dump(), ")"));
-}
-
-kernels::Activation activation(const Config& c, const std::string& key, const std::string& fallback) {
-  if (!c.has(key) && fallback.empty()) return kernels::Activation::None;
-  try {
-    return kernels::activation_from_name(c.get<std::string>(key, fallback));
-  } catch (const Error& e) {
-    c.bad_value(key, e.what());
-  }
 }
 
 // diffusers' UNetRes* aliases name the same blocks (get_down_block / get_up_block strip the prefix).
@@ -154,7 +147,7 @@ void parse_levels(const Config& c, UNetConfig& u) {
       c.bad_value(heads_key, str("level ", i, ": ", u.num_attention_heads[i], " heads for ", u.block_out_channels[i],
                                  " channels"));
   for (int d : c.int_or_list("cross_attention_dim", levels, 1280)) {
-    if (d < 1) c.bad_value("cross_attention_dim", "must be positive");
+    c.require_positive("cross_attention_dim", d);
     u.cross_attention_dim.push_back(d);
   }
   u.only_cross_attention = bool_or_list(c, "only_cross_attention", levels);
@@ -172,7 +165,7 @@ UNetConfig UNetConfig::load(const Config& c) {
   u.center_input_sample = c.get<bool>("center_input_sample", false);
   u.sample_size = c.get<int>("sample_size", 0);
   u.norm_num_groups = c.get<int>("norm_num_groups", 32);
-  if (u.norm_num_groups < 1) c.bad_value("norm_num_groups", "must be positive");
+  c.require_positive("norm_num_groups", u.norm_num_groups);
   u.norm_eps = c.get<float>("norm_eps", 1e-5f);
   parse_levels(c, u);
 
@@ -186,7 +179,7 @@ UNetConfig UNetConfig::load(const Config& c) {
 
   u.use_linear_projection = c.get<bool>("use_linear_projection", false);
   u.upcast_attention = c.get<bool>("upcast_attention", false);
-  u.act = activation(c, "act_fn", "silu");
+  u.act = read_activation(c, "act_fn", "silu");
   u.downsample_padding = c.get<int>("downsample_padding", 1);
   if (u.downsample_padding != 0 && u.downsample_padding != 1)
     c.bad_value("downsample_padding", "only 0 and 1 are supported");
@@ -199,8 +192,8 @@ UNetConfig UNetConfig::load(const Config& c) {
   u.flip_sin_to_cos = c.get<bool>("flip_sin_to_cos", true);
   u.freq_shift = c.get<float>("freq_shift", 0.0f);
   u.time_embed_dim = c.get<int64_t>("time_embedding_dim", 4 * u.block_out_channels[0]);
-  u.timestep_post_act = activation(c, "timestep_post_act", "");
-  u.time_embedding_act = activation(c, "time_embedding_act_fn", "");
+  u.timestep_post_act = read_activation(c, "timestep_post_act", "");
+  u.time_embedding_act = read_activation(c, "time_embedding_act_fn", "");
   return u;
 }
 

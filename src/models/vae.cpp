@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "models/component_files.h"
+#include "models/config_helpers.h"
 
 namespace sdrt {
 
@@ -58,21 +59,13 @@ VaeConfig VaeConfig::load(const Config& config) {
   c.use_post_quant_conv = config.get<bool>("use_post_quant_conv", c.use_post_quant_conv);
   c.scaling_factor = config.get<float>("scaling_factor", c.scaling_factor);
   c.shift_factor = config.get<float>("shift_factor", c.shift_factor);
-  std::string act = config.get<std::string>("act_fn", "silu");
-  try {
-    c.act_fn = kernels::activation_from_name(act);
-  } catch (const Error& e) {
-    config.bad_value("act_fn", e.what());
-  }
+  c.act_fn = read_activation(config, "act_fn", "silu");
 
-  auto positive = [&](const std::string& key, int64_t v) {
-    if (v <= 0) config.bad_value(key, "must be positive");
-  };
-  positive("in_channels", c.in_channels);
-  positive("out_channels", c.out_channels);
-  positive("latent_channels", c.latent_channels);
-  positive("layers_per_block", c.layers_per_block);
-  positive("norm_num_groups", c.norm_num_groups);
+  config.require_positive("in_channels", c.in_channels);
+  config.require_positive("out_channels", c.out_channels);
+  config.require_positive("latent_channels", c.latent_channels);
+  config.require_positive("layers_per_block", c.layers_per_block);
+  config.require_positive("norm_num_groups", c.norm_num_groups);
   if (c.block_out_channels.empty() || c.block_out_channels.size() > 30)
     config.bad_value("block_out_channels", "needs between 1 and 30 levels");
   for (int64_t ch : c.block_out_channels)
