@@ -1,8 +1,8 @@
-#include <cmath>
 #include <string>
 
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "kernels/simd_math.h"
 
 namespace sdrt::kernels {
 
@@ -17,32 +17,32 @@ Activation activation_from_name(const std::string& name) {
 
 namespace {
 
+// Applies the vector function f in place, chunk by chunk across the threads.
 template <typename F>
 void map_inplace(Tensor& x, F f) {
   float* d = x.data();
-  int64_t n = x.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) d[i] = f(d[i]);
+  simd_math::for_each_chunk(x.numel(), [&](int64_t begin, int64_t end) {
+    simd_math::map_vectors(d + begin, d + begin, end - begin, f);
+  });
 }
 
 }  // namespace
 
 void apply_activation(Tensor& x, Activation act) {
+  using simd::Vec;
   switch (act) {
     case Activation::None:
       return;
     case Activation::SiLU:
-      return map_inplace(x, [](float v) { return v / (1.0f + std::exp(-v)); });
+      return map_inplace(x, [](Vec v) { return simd_math::silu(v); });
     case Activation::GELU:
-      return map_inplace(x, [](float v) { return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f)); });
+      return map_inplace(x, [](Vec v) { return simd_math::gelu(v); });
     case Activation::GELUTanh:
-      return map_inplace(x, [](float v) {
-        return 0.5f * v * (1.0f + std::tanh(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-      });
+      return map_inplace(x, [](Vec v) { return simd_math::gelu_tanh(v); });
     case Activation::QuickGELU:
-      return map_inplace(x, [](float v) { return v / (1.0f + std::exp(-1.702f * v)); });
+      return map_inplace(x, [](Vec v) { return simd_math::quick_gelu(v); });
     case Activation::ReLU:
-      return map_inplace(x, [](float v) { return v > 0.0f ? v : 0.0f; });
+      return map_inplace(x, [](Vec v) { return simd::max(v, simd::zero()); });
   }
 }
 

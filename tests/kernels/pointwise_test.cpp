@@ -1,0 +1,370 @@
+// The vectorised memory-bound kernels (normalisation, activations, element-wise, layout) against
+// plain double-precision references written here, on the awkward sizes (spatial extents that are
+// not a multiple of 16, 1 to 40 channels per group, batch 1 and 2) and on data with a large common
+// offset; and the vector erf/exp they rely on against libm over sweeps.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <vector>
+
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "kernels/simd_math.h"
+#include "test_util.h"
+
+namespace sdrt::kernels {
+namespace {
+
+// Kernels against their double references (rel = max|a - b| / max|b|).
+constexpr double kKernelTol = 2e-6;
+// GroupNorm on offset data: the brief's bar for the one-pass statistics.
+constexpr double kNormOffsetTol = 1e-6;
+constexpr double kErfMaxAbs = 2e-7;
+constexpr double kExpMaxUlp = 2.0;
+
+Tensor random(const Shape& s, uint64_t seed, float offset = 0.0f, float scale = 1.0f) {
+  Tensor t = TorchCpuRng(seed).randn(s);
+  for (int64_t i = 0; i < t.numel(); ++i) t[i] = offset + scale * t[i];
+  return t;
+}
+
+// The spacing of floats at `exact` (subnormal spacing below the normal range).
+double float_ulp(double exact) {
+  int exponent = std::max(std::ilogb(exact), std::numeric_limits<float>::min_exponent - 1);
+  return std::ldexp(1.0, exponent - (std::numeric_limits<float>::digits - 1));
+}
+
+double ulp_error(float approx, double exact) { return std::fabs(approx - exact) / float_ulp(exact); }
+
+// f applied by the vector code to each of xs, 16 lanes per call with a partial last vector.
+template <typename F>
+std::vector<float> apply_vector(const std::vector<float>& xs, F f) {
+  std::vector<float> ys(xs.size());
+  simd_math::map_vectors(xs.data(), ys.data(), static_cast<int64_t>(xs.size()), f);
+  return ys;
+}
+
+std::vector<float> sweep(float lo, float hi, int n) {
+  std::vector<float> xs;
+  for (int i = 0; i <= n; ++i) xs.push_back(lo + (hi - lo) * static_cast<float>(i) / static_cast<float>(n));
+  return xs;
+}
+
+// ---- Double-precision references.
+
+double silu_ref(double v) { return v / (1.0 + std::exp(-v)); }
+double gelu_ref(double v) { return 0.5 * v * std::erfc(-v / std::sqrt(2.0)); }
+// 0.5 v (1 + tanh(u)) written as v sigmoid(2u): 1 + tanh(u) cancels to 0 in double for u < -19.
+double gelu_tanh_ref(double v) {
+  return v / (1.0 + std::exp(-2.0 * std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+}
+double quick_gelu_ref(double v) { return v / (1.0 + std::exp(-1.702 * v)); }
+
+Tensor group_norm_ref(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
+  const int64_t n = x.dim(0), c = x.dim(1), spatial = x.numel() / (n * c), per_group = c / groups;
+  const int64_t count = per_group * spatial;
+  Tensor y = Tensor::empty(x.shape());
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t base = (b * c + g * per_group) * spatial;
+      double sum = 0, sq = 0;
+      for (int64_t i = 0; i < count; ++i) sum += x[base + i];
+      const double mean = sum / static_cast<double>(count);
+      for (int64_t i = 0; i < count; ++i) sq += (x[base + i] - mean) * (x[base + i] - mean);
+      const double inv_std = 1.0 / std::sqrt(sq / static_cast<double>(count) + eps);
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t ch = g * per_group + i / spatial;
+        double v = (x[base + i] - mean) * inv_std * gamma[ch] + beta[ch];
+        y[base + i] = static_cast<float>(silu ? silu_ref(v) : v);
+      }
+    }
+  }
+  return y;
+}
+
+Tensor layer_norm_ref(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  const int64_t d = x.dim(-1), rows = x.numel() / d;
+  Tensor y = Tensor::empty(x.shape());
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < d; ++i) sum += x[r * d + i];
+    const double mean = sum / static_cast<double>(d);
+    for (int64_t i = 0; i < d; ++i) sq += (x[r * d + i] - mean) * (x[r * d + i] - mean);
+    const double inv_std = 1.0 / std::sqrt(sq / static_cast<double>(d) + eps);
+    for (int64_t i = 0; i < d; ++i)
+      y[r * d + i] = static_cast<float>((x[r * d + i] - mean) * inv_std * gamma[i] + beta[i]);
+  }
+  return y;
+}
+
+// ---- Vector erf and exp.
+
+TEST(VectorErf, WithinTwoTenthsOfAMillionthOfLibm) {
+  std::vector<float> xs = sweep(-8.0f, 8.0f, 1 << 21);
+  // Around the switch between the small-argument and the tail formula, every float.
+  for (float v = 0.99f; v < 1.01f; v = std::nextafter(v, 2.0f)) {
+    xs.push_back(v);
+    xs.push_back(-v);
+  }
+  std::vector<float> ys = apply_vector(xs, [](simd::Vec v) { return simd_math::erf(v); });
+  double max_abs = 0, max_ulp = 0;
+  float worst = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double exact = std::erf(static_cast<double>(xs[i]));
+    const double err = std::fabs(ys[i] - exact);
+    if (err > max_abs) max_abs = err, worst = xs[i];
+    max_ulp = std::max(max_ulp, ulp_error(ys[i], exact));
+  }
+  std::printf("    erf: %zu inputs, max abs error %.3g at x = %.9g, max %.2f ulp\n", xs.size(), max_abs, worst,
+              max_ulp);
+  EXPECT_LE(max_abs, kErfMaxAbs);
+  EXPECT_LE(max_ulp, kExpMaxUlp);
+}
+
+TEST(VectorErf, SpecialValues) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> xs = {0.0f, -0.0f, inf, -inf, 1.0f, -1.0f, 1e-30f, 40.0f, -40.0f};
+  std::vector<float> ys = apply_vector(xs, [](simd::Vec v) { return simd_math::erf(v); });
+  EXPECT_EQ(ys[0], 0.0f);
+  EXPECT_TRUE(std::signbit(ys[1]));
+  EXPECT_EQ(ys[2], 1.0f);
+  EXPECT_EQ(ys[3], -1.0f);
+  EXPECT_NEAR(ys[4], std::erf(1.0), 1e-7);
+  EXPECT_NEAR(ys[5], -std::erf(1.0), 1e-7);
+  EXPECT_NEAR(ys[6], 1.1283791670955126e-30, 1e-36);
+  EXPECT_EQ(ys[7], 1.0f);
+  EXPECT_EQ(ys[8], -1.0f);
+  std::vector<float> nan = apply_vector({std::numeric_limits<float>::quiet_NaN()},
+                                        [](simd::Vec v) { return simd_math::erf(v); });
+  EXPECT_TRUE(std::isnan(nan[0]));
+}
+
+// The activations use exp of positive arguments too (exp(-x) for negative x), which the softmax
+// tests of vector_math.h do not cover.
+TEST(VectorExp, WithinTwoUlpOverTheWholeFiniteRange) {
+  std::vector<float> xs = sweep(-87.0f, 88.5f, 1 << 20);
+  std::vector<float> ys = apply_vector(xs, [](simd::Vec v) { return simd::exp(v); });
+  double max_ulp = 0;
+  for (size_t i = 0; i < xs.size(); ++i)
+    max_ulp = std::max(max_ulp, ulp_error(ys[i], std::exp(static_cast<double>(xs[i]))));
+  std::printf("    exp on [-87, 88.5]: max %.2f ulp\n", max_ulp);
+  EXPECT_LE(max_ulp, kExpMaxUlp);
+  std::vector<float> big = apply_vector({89.0f, 1000.0f}, [](simd::Vec v) { return simd::exp(v); });
+  EXPECT_EQ(big[0], std::numeric_limits<float>::infinity());
+  EXPECT_EQ(big[1], std::numeric_limits<float>::infinity());
+}
+
+// Each activation per element, in "mixed" ulps: the error divided by ulp(f(x)) + |x f'(x)| 2^-24.
+// The second term is what a relative perturbation of x by one float rounding changes f by; any
+// float implementation that rounds an argument derived from x (1.702 x, the tanh-GELU cubic) has
+// errors of that size where f is steep relative to its value (large negative x), so a pure ulp
+// bound would measure the argument's rounding, not the function. Exact values below 1e-30 (tails
+// flushed through exp and erfc) only need to be as small.
+template <typename F, typename Ref>
+void expect_activation_accurate(const char* name, F f, Ref ref, double max_mixed_ulp) {
+  std::vector<float> xs = sweep(-30.0f, 30.0f, 1 << 20);
+  for (float v : {0.0f, 1e-20f, -1e-20f, 1e-3f, -1e-3f, 100.0f, -100.0f}) xs.push_back(v);
+  std::vector<float> ys = apply_vector(xs, f);
+  double worst = 0;
+  float worst_x = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double x = xs[i], exact = ref(x);
+    if (std::fabs(exact) < 1e-30) {
+      EXPECT_LE(std::fabs(ys[i]), 2e-30) << name << "(" << x << ")";
+      continue;
+    }
+    const double h = 1e-6 * std::max(1.0, std::fabs(x));
+    const double slope = (ref(x + h) - ref(x - h)) / (2 * h);
+    const double e = std::fabs(ys[i] - exact) / (float_ulp(exact) + std::fabs(x * slope) * 0x1p-24);
+    if (e > worst) worst = e, worst_x = xs[i];
+  }
+  std::printf("    %s: max %.2f mixed ulp at x = %.9g\n", name, worst, worst_x);
+  EXPECT_LE(worst, max_mixed_ulp) << name;
+}
+
+TEST(VectorActivations, AccurateAcrossTheRange) {
+  using simd::Vec;
+  expect_activation_accurate("silu", [](Vec v) { return simd_math::silu(v); }, silu_ref, 4.0);
+  expect_activation_accurate("quick_gelu", [](Vec v) { return simd_math::quick_gelu(v); }, quick_gelu_ref, 4.0);
+  expect_activation_accurate("gelu_tanh", [](Vec v) { return simd_math::gelu_tanh(v); }, gelu_tanh_ref, 8.0);
+  expect_activation_accurate("gelu", [](Vec v) { return simd_math::gelu(v); }, gelu_ref, 8.0);
+}
+
+// ---- Whole kernels.
+
+TEST(PointwiseActivations, MatchDoubleReference) {
+  struct Case {
+    Activation act;
+    double (*ref)(double);
+  };
+  const Case cases[] = {{Activation::SiLU, silu_ref},
+                        {Activation::GELU, gelu_ref},
+                        {Activation::GELUTanh, gelu_tanh_ref},
+                        {Activation::QuickGELU, quick_gelu_ref},
+                        {Activation::ReLU, [](double v) { return v > 0 ? v : 0.0; }}};
+  for (const Shape& shape : {Shape{3, 5, 7}, Shape{2, 320, 129}}) {
+    for (const Case& c : cases) {
+      Tensor x = random(shape, 21, 0.0f, 3.0f), expected = Tensor::empty(shape);
+      for (int64_t i = 0; i < x.numel(); ++i) expected[i] = static_cast<float>(c.ref(x[i]));
+      apply_activation(x, c.act);
+      EXPECT_REL_LE(x, expected, kKernelTol);
+    }
+  }
+}
+
+struct GroupNormCase {
+  Shape shape;
+  int groups;
+  float offset;
+};
+
+void expect_group_norm_matches(const GroupNormCase& c, uint64_t seed, double tol) {
+  const int64_t channels = c.shape[1];
+  Tensor x = random(c.shape, seed, c.offset);
+  Tensor gamma = random({channels}, seed + 1, 1.0f, 0.5f), beta = random({channels}, seed + 2, 0.0f, 0.5f);
+  for (bool silu : {false, true}) {
+    std::printf("    %s groups %d offset %g%s\n", shape_str(c.shape).c_str(), c.groups, c.offset,
+                silu ? " +silu" : "");
+    EXPECT_REL_LE(group_norm(x, c.groups, gamma, beta, 1e-5f, silu),
+                  group_norm_ref(x, c.groups, gamma, beta, 1e-5f, silu), tol);
+  }
+}
+
+TEST(PointwiseGroupNorm, MatchesDoubleReferenceOnAwkwardShapes) {
+  const GroupNormCase cases[] = {
+      {{1, 32, 7, 9}, 32, 0.0f},      // 1 channel per group, spatial 63
+      {{2, 64, 5, 5}, 32, 0.0f},      // 2 per group, spatial 25
+      {{2, 320, 8, 8}, 32, 0.0f},     // 10 per group (the UNet's 320 channels)
+      {{1, 1280, 3, 5}, 32, 0.0f},    // 40 per group, spatial 15 (< one vector)
+      {{2, 6, 1, 1}, 2, 0.0f},        // a group smaller than a vector
+      {{1, 128, 64, 65}, 32, 0.0f},   // groups of 16640 floats
+      {{2, 12, 17}, 4, 0.0f},         // rank 3
+      // Fewer than 4 groups per thread: groups split across threads, in waves.
+      {{2, 96, 37, 1}, 3, 0.0f},      // 6 groups of 1184 floats, several per wave
+      {{2, 8, 200, 333}, 2, 0.0f},    // 4 groups of 266400 floats: one per wave
+      {{1, 6, 50, 70}, 3, 0.0f},      // 3 groups of 7000 floats, slices cut inside groups
+  };
+  uint64_t seed = 100;
+  for (const GroupNormCase& c : cases) expect_group_norm_matches(c, seed += 3, kKernelTol);
+}
+
+TEST(PointwiseGroupNorm, LargeOffsetKeepsAccuracy) {
+  const GroupNormCase cases[] = {
+      {{2, 320, 16, 16}, 32, 1000.0f},
+      {{1, 128, 96, 96}, 32, 1000.0f},
+      {{2, 40, 9, 11}, 4, -1000.0f},
+      {{1, 64, 33, 33}, 32, 1e4f},
+      {{1, 16, 128, 129}, 2, 1000.0f},  // split groups
+  };
+  uint64_t seed = 200;
+  for (const GroupNormCase& c : cases) expect_group_norm_matches(c, seed += 3, kNormOffsetTol);
+}
+
+TEST(PointwiseGroupNorm, ConstantGroupGivesBeta) {
+  Tensor x = Tensor::full({1, 4, 5, 5}, 3.25f);
+  Tensor gamma = Tensor::full({4}, 2.0f), beta = Tensor::from_vector({4}, {0.5f, -1.0f, 0.0f, 2.0f});
+  Tensor y = group_norm(x, 2, gamma, beta, 1e-5f);
+  for (int64_t i = 0; i < y.numel(); ++i) EXPECT_EQ(y[i], beta[i / 25]);
+}
+
+TEST(PointwiseLayerNorm, MatchesDoubleReference) {
+  const Shape shapes[] = {{77, 768}, {3, 320}, {2, 5, 1280}, {4, 17}, {2, 1}, {9, 640}, {1, 2, 33}};
+  uint64_t seed = 300;
+  for (const Shape& s : shapes) {
+    for (float offset : {0.0f, 1000.0f}) {
+      seed += 3;
+      const int64_t d = s.back();
+      Tensor x = random(s, seed, offset);
+      Tensor gamma = random({d}, seed + 1, 1.0f, 0.5f), beta = random({d}, seed + 2, 0.0f, 0.5f);
+      std::printf("    %s offset %g\n", shape_str(s).c_str(), offset);
+      EXPECT_REL_LE(layer_norm(x, gamma, beta, 1e-5f), layer_norm_ref(x, gamma, beta, 1e-5f), kKernelTol);
+    }
+  }
+}
+
+TEST(PointwiseGeglu, MatchesDoubleReference) {
+  for (const Shape& s : {Shape{3, 2560}, Shape{2, 7, 74}, Shape{1, 2}, Shape{64, 2 * 1280}}) {
+    Tensor x = random(s, 400 + s.back(), 0.0f, 2.0f);
+    const int64_t two_h = s.back(), h = two_h / 2, rows = x.numel() / two_h;
+    Shape out = s;
+    out.back() = h;
+    Tensor expected = Tensor::empty(out);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < h; ++i)
+        expected[r * h + i] = static_cast<float>(x[r * two_h + i] * gelu_ref(x[r * two_h + h + i]));
+    EXPECT_REL_LE(geglu(x), expected, kKernelTol);
+  }
+}
+
+TEST(PointwiseElementwise, ExactAgainstScalarLoops) {
+  for (const Shape& s : {Shape{2, 3, 5, 7}, Shape{1, 320, 33, 31}}) {
+    const int64_t n = s[0], c = s[1], spatial = s[2] * s[3];
+    Tensor x = random(s, 500), y = random(s, 501);
+    Tensor sum = x.clone(), expected = x.clone();
+    add_inplace(sum, y);
+    for (int64_t i = 0; i < x.numel(); ++i) expected[i] = x[i] + y[i];
+    EXPECT_REL_LE(sum, expected, 0.0);
+
+    Tensor scaled = x.clone();
+    scale_inplace(scaled, 0.18215f);
+    for (int64_t i = 0; i < x.numel(); ++i) expected[i] = x[i] * 0.18215f;
+    EXPECT_REL_LE(scaled, expected, 0.0);
+
+    for (Tensor v : {random({n, c}, 502), random({c}, 503)}) {
+      const bool per_sample = v.numel() == n * c;
+      Tensor biased = x.clone();
+      add_channel_broadcast(biased, v);
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        const int64_t plane = i / spatial;
+        expected[i] = x[i] + v[per_sample ? plane : plane % c];
+      }
+      EXPECT_REL_LE(biased, expected, 0.0);
+    }
+  }
+}
+
+TEST(PointwiseLayout, TransposesAreExactOnOddSizes) {
+  for (const Shape& s : {Shape{2, 5, 3, 7}, Shape{1, 17, 5, 7}, Shape{2, 320, 8, 8}, Shape{1, 33, 4, 12}}) {
+    const int64_t n = s[0], c = s[1], h = s[2], w = s[3];
+    Tensor x = random(s, 600 + c);
+    Tensor nlc = nchw_to_nlc(x);
+    ASSERT_EQ(nlc.shape(), (Shape{n, h * w, c}));
+    bool same = true;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t p = 0; p < h * w; ++p) same &= nlc[(b * h * w + p) * c + ch] == x[(b * c + ch) * h * w + p];
+    EXPECT_TRUE(same) << shape_str(s);
+    EXPECT_REL_LE(nlc_to_nchw(nlc, h, w), x, 0.0);
+  }
+}
+
+TEST(PointwiseLayout, UpsampleAndConcatAreExact) {
+  for (const Shape& s : {Shape{2, 3, 5, 7}, Shape{1, 4, 3, 16}, Shape{1, 2, 2, 23}, Shape{1, 64, 32, 40}}) {
+    const int64_t planes = s[0] * s[1], h = s[2], w = s[3];
+    Tensor x = random(s, 700 + w);
+    Tensor up = upsample_nearest2x(x);
+    ASSERT_EQ(up.shape(), (Shape{s[0], s[1], 2 * h, 2 * w}));
+    bool same = true;
+    for (int64_t p = 0; p < planes; ++p)
+      for (int64_t i = 0; i < 2 * h; ++i)
+        for (int64_t j = 0; j < 2 * w; ++j) same &= up[(p * 2 * h + i) * 2 * w + j] == x[(p * h + i / 2) * w + j / 2];
+    EXPECT_TRUE(same) << shape_str(s);
+
+    Tensor other = random({s[0], 3, h, w}, 800 + w);
+    Tensor cat = concat_channels(x, other);
+    ASSERT_EQ(cat.shape(), (Shape{s[0], s[1] + 3, h, w}));
+    const int64_t a_row = s[1] * h * w, b_row = 3 * h * w;
+    same = true;
+    for (int64_t b = 0; b < s[0]; ++b) {
+      for (int64_t i = 0; i < a_row; ++i) same &= cat[b * (a_row + b_row) + i] == x[b * a_row + i];
+      for (int64_t i = 0; i < b_row; ++i) same &= cat[b * (a_row + b_row) + a_row + i] == other[b * b_row + i];
+    }
+    EXPECT_TRUE(same) << shape_str(s);
+  }
+}
+
+}  // namespace
+}  // namespace sdrt::kernels
