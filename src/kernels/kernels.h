@@ -40,7 +40,8 @@ struct Conv2dParams {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Conv2dParams p);
 Tensor conv2d_reference(const Tensor& x, const Tensor& weight, const Tensor& bias, Conv2dParams p);
 
-// ---- Normalisation (group_norm.cpp, layer_norm.cpp). Statistics are accumulated in double.
+// ---- Normalisation (group_norm.cpp, layer_norm.cpp). Statistics are pivot-shifted float partial sums
+// widened to double, so a large mean offset costs no accuracy.
 // GroupNorm over x [N, C, *]; `fuse_silu` applies SiLU to the output (the common norm+act pair).
 Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                   bool fuse_silu = false);
