@@ -1,29 +1,30 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "core/error.h"
+#include "kernels/conv_linear_shapes.h"
 #include "kernels/kernels.h"
-#include "kernels/op_counter.h"
 
 namespace sdrt::kernels {
 
-namespace {
-
-struct ConvShape {
-  int64_t n, c, h, w, o, kh, kw, oh, ow;
-};
-
-ConvShape check_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
-  SDRT_CHECK(x.rank() == 4, "conv2d: input must be NCHW, got ", shape_str(x.shape()));
-  SDRT_CHECK(weight.rank() == 4 && weight.dim(1) == x.dim(1), "conv2d: weight ", shape_str(weight.shape()),
-             " does not match input ", shape_str(x.shape()));
-  ConvShape s{x.dim(0), x.dim(1), x.dim(2), x.dim(3), weight.dim(0), weight.dim(2), weight.dim(3), 0, 0};
-  SDRT_CHECK(!bias.defined() || bias.numel() == s.o, "conv2d: bias ", shape_str(bias.shape()), " does not match ",
-             s.o, " output channels");
+ConvShape check_conv(const Shape& x_shape, const Shape& weight_shape, int64_t bias_numel, const Conv2dParams& p) {
+  SDRT_CHECK(x_shape.size() == 4, "conv2d: input must be NCHW, got ", shape_str(x_shape));
+  SDRT_CHECK(weight_shape.size() == 4 && weight_shape[1] == x_shape[1], "conv2d: weight ", shape_str(weight_shape),
+             " does not match input ", shape_str(x_shape));
+  ConvShape s{x_shape[0], x_shape[1], x_shape[2], x_shape[3], weight_shape[0], weight_shape[2], weight_shape[3], 0, 0};
+  SDRT_CHECK(bias_numel < 0 || bias_numel == s.o, "conv2d: bias of ", bias_numel, " elements does not match ", s.o,
+             " output channels");
+  SDRT_CHECK(p.stride > 0, "conv2d: stride must be positive, got ", p.stride);
   s.oh = (s.h + p.pad_top + p.pad_bottom - s.kh) / p.stride + 1;
   s.ow = (s.w + p.pad_left + p.pad_right - s.kw) / p.stride + 1;
-  SDRT_CHECK(s.oh > 0 && s.ow > 0, "conv2d: input ", shape_str(x.shape()), " too small for kernel ",
-             shape_str(weight.shape()));
+  SDRT_CHECK(s.h + p.pad_top + p.pad_bottom >= s.kh && s.w + p.pad_left + p.pad_right >= s.kw && s.oh > 0 && s.ow > 0,
+             "conv2d: input ", shape_str(x_shape), " too small for kernel ", shape_str(weight_shape));
   return s;
+}
+
+namespace {
+
+ConvShape check_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
+  return check_conv(x.shape(), weight.shape(), bias.defined() ? bias.numel() : -1, p);
 }
 
 }  // namespace
@@ -31,7 +32,7 @@ ConvShape check_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Conv2dParams p) {
   using namespace dnnl;
   ConvShape s = check_conv(x, weight, bias, p);
-  count_macs(OpKind::Conv, s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw);
+  count_conv_macs(s);
   using tag = memory::format_tag;
   using dt = memory::data_type;
   memory::desc src_md({s.n, s.c, s.h, s.w}, dt::f32, tag::nchw);

@@ -2,34 +2,67 @@
 // nn.LayerNorm): weights bound by name and shape, forward through the kernel interface.
 #pragma once
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/packed_conv2d.h"
+#include "kernels/packed_linear.h"
 #include "models/weights.h"
 
 namespace sdrt {
 
+// nn.Linear. A loaded Linear holds its weights packed for the fast kernel (kernels::PackedLinear);
+// copies share them. operator() and accumulate() are const and may run concurrently.
 struct Linear {
-  Tensor weight, bias;  // weight [out, in]; bias may be undefined
+  // Unpacked parameters, for a Linear put together member by member (weight [out, in], bias [out]
+  // or undefined): such a Linear runs the unpacked kernels::linear. load(), load_any() and the
+  // (weight, bias) constructor pack the weights instead and leave these undefined.
+  Tensor weight, bias;
+
+  Linear() = default;
+  // Packs `weight` [out, in] and `bias`; the Linear keeps no reference to the unpacked weight.
+  Linear(Tensor weight, Tensor bias);
   static Linear load(const WeightSource& w, const std::string& name, int64_t in, int64_t out, bool has_bias = true);
   // Accepts the alternative names of historical checkpoints (e.g. "query" for "to_q"), and a 1x1 conv
   // weight [out, in, 1, 1] in place of [out, in].
   static Linear load_any(const WeightSource& w, const std::vector<std::string>& names, int64_t in, int64_t out,
                          bool has_bias = true);
-  Tensor operator()(const Tensor& x) const { return kernels::linear(x, weight, bias); }
-  int64_t in_features() const { return weight.dim(1); }
-  int64_t out_features() const { return weight.dim(0); }
+  Tensor operator()(const Tensor& x) const { return packed_ ? (*packed_)(x) : kernels::linear(x, weight, bias); }
+  // acc += (*this)(x), with acc [..., out]: the residual add fused into the product (e.g. the
+  // feed-forward's output projection added to the hidden states).
+  void accumulate(const Tensor& x, Tensor& acc) const;
+  int64_t in_features() const { return packed_ ? packed_->in_features() : weight.dim(1); }
+  int64_t out_features() const { return packed_ ? packed_->out_features() : weight.dim(0); }
+  bool is_packed() const { return packed_ != nullptr; }
+
+ private:
+  std::shared_ptr<const kernels::PackedLinear> packed_;
 };
 
-struct Conv2d {
-  Tensor weight, bias;  // weight [out, in, k, k]
-  kernels::Conv2dParams params;
+// nn.Conv2d. Holds its weights packed for the fast kernel (kernels::PackedConv2d); copies share
+// them. operator() and accumulate() are const and may run concurrently.
+class Conv2d {
+ public:
+  Conv2d() = default;
+  // Packs `weight` [out, in, kh, kw] and `bias` (may be undefined); keeps no reference to the unpacked weight.
+  Conv2d(Tensor weight, Tensor bias, kernels::Conv2dParams params);
   static Conv2d load(const WeightSource& w, const std::string& name, int64_t in, int64_t out, int kernel,
                      kernels::Conv2dParams params, bool has_bias = true);
   // The usual "same" convolution: stride 1, padding kernel/2.
   static Conv2d load_same(const WeightSource& w, const std::string& name, int64_t in, int64_t out, int kernel);
-  Tensor operator()(const Tensor& x) const { return kernels::conv2d(x, weight, bias, params); }
-  int64_t out_channels() const { return weight.dim(0); }
+  Tensor operator()(const Tensor& x) const { return packed_conv()(x); }
+  // acc += (*this)(x), with acc of the output's shape: the residual add fused into the convolution
+  // (e.g. ResnetBlock2D's conv_shortcut added to the block's output).
+  void accumulate(const Tensor& x, Tensor& acc) const { packed_conv().accumulate(x, acc); }
+  int64_t in_channels() const { return packed_conv().in_channels(); }
+  int64_t out_channels() const { return packed_conv().out_channels(); }
+  const kernels::Conv2dParams& params() const { return packed_conv().params(); }
+
+ private:
+  const kernels::PackedConv2d& packed_conv() const;
+  std::shared_ptr<const kernels::PackedConv2d> packed_;
 };
 
 struct GroupNorm {

@@ -31,7 +31,7 @@ Tensor ResnetBlock2D::operator()(const Tensor& x, const Tensor& temb) const {
   }
   h = conv2_(norm_act(norm2_, h));
   if (has_shortcut_) {
-    kernels::add_inplace(h, conv_shortcut_(x));
+    conv_shortcut_.accumulate(x, h);
   } else {
     kernels::add_inplace(h, x);
   }

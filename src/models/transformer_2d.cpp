@@ -18,10 +18,9 @@ constexpr int64_t kFeedForwardMult = 4;
 // with its checkpoint fails at load (Linear::load would accept either layout); the conv weight
 // is then viewed as the equivalent Linear.
 Linear load_projection(const WeightSource& w, const std::string& name, int64_t in, int64_t out, bool linear) {
-  Linear l;
-  l.weight = linear ? w.get(name + ".weight", {out, in}) : w.get(name + ".weight", {out, in, 1, 1}).reshape({out, in});
-  l.bias = w.get(name + ".bias", {out});
-  return l;
+  Tensor weight =
+      linear ? w.get(name + ".weight", {out, in}) : w.get(name + ".weight", {out, in, 1, 1}).reshape({out, in});
+  return Linear(std::move(weight), w.get(name + ".bias", {out}));
 }
 
 }  // namespace
@@ -46,7 +45,7 @@ BasicTransformerBlock BasicTransformerBlock::load(const WeightSource& w, int64_t
 void BasicTransformerBlock::apply_inplace(Tensor& x, const Tensor& context) const {
   kernels::add_inplace(x, attn1_(norm1_(x), only_cross_attention_ ? context : Tensor()));
   kernels::add_inplace(x, attn2_(norm2_(x), context));
-  kernels::add_inplace(x, ff_proj_out_(kernels::geglu(ff_proj_in_(norm3_(x)))));
+  ff_proj_out_.accumulate(kernels::geglu(ff_proj_in_(norm3_(x))), x);
 }
 
 Transformer2DModel Transformer2DModel::load(const WeightSource& w, const Transformer2DConfig& cfg) {

@@ -1,0 +1,229 @@
+#include "kernels/packed_conv2d.h"
+
+#include <algorithm>
+#include <compare>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string_view>
+
+#include "core/error.h"
+#include "kernels/conv_linear_shapes.h"
+#include "kernels/packed_weights.h"
+
+namespace sdrt::kernels {
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+using ConvPd = dnnl::convolution_forward::primitive_desc;
+
+// Plans per layer before the cache starts over. SD runs a handful of shapes per layer; the cap
+// only bounds a long-running process that sees many image sizes.
+constexpr size_t kMaxCachedPlans = 16;
+// The weights are packed at construction with the plan for a [1, C, 32, 32] input.
+constexpr int64_t kNominalInputSize = 32;
+
+// Reordering NCHW activations to oneDNN's layout and back costs two extra passes (and two more
+// fork/joins of the thread pool, which are expensive on a busy machine); it pays when the
+// convolution has enough work per output element and enough outputs. Measured on SD's shapes
+// (bench_conv_linear): 3x3 convolutions from 16x16 outputs up run 10-60% faster on brgconv
+// including the reorders, and the VAE's 128 -> 3 conv_out about 3x faster than im2col + GEMM with
+// 3 output rows; at 8x8 brgconv gains nothing and the reorders make it slower. 1x1 convolutions
+// (a plain GEMM on NCHW) and the few-channel conv_in lose more to the reorders than they gain.
+constexpr int64_t kMinMacsPerOutputToReorder = 64;
+constexpr int64_t kMinOutputPixelsToReorder = 16 * 16;
+
+bool worth_reordering_activations(const ConvShape& s) {
+  return s.kh * s.kw > 1 && s.c * s.kh * s.kw >= kMinMacsPerOutputToReorder &&
+         s.oh * s.ow >= kMinOutputPixelsToReorder;
+}
+
+bool is_reference_implementation(const ConvPd& pd) { return std::string_view(pd.impl_info_str()).starts_with("ref"); }
+
+memory::desc nchw_desc(int64_t n, int64_t c, int64_t h, int64_t w) { return {{n, c, h, w}, dt::f32, tag::nchw}; }
+
+struct PlanKey {
+  int64_t n, h, w;
+  bool accumulate;
+  auto operator<=>(const PlanKey&) const = default;
+};
+
+// Everything one input shape needs, made once: the convolution, the reorders between the caller's
+// NCHW and the convolution's layouts (absent where they are the same), and the packed weights.
+struct ConvPlan {
+  dnnl::convolution_forward conv;
+  memory::desc nchw_src, nchw_dst, src, dst;
+  std::optional<dnnl::reorder> to_src, from_dst;
+  memory::desc conv_scratchpad, to_src_scratchpad, from_dst_scratchpad;
+  size_t scratchpad_bytes = 0;
+  std::shared_ptr<const memory> weights;
+};
+
+}  // namespace
+
+struct PackedConv2d::Impl {
+  Shape weight_shape;
+  Tensor bias;
+  Conv2dParams params;
+  mutable std::mutex mutex;  // guards `weights` and `plans`
+  mutable WeightLayouts weights;
+  mutable std::map<PlanKey, std::shared_ptr<const ConvPlan>> plans;
+
+  Impl(Tensor weight, Tensor bias_, Conv2dParams params_)
+      : weight_shape(weight.shape()),
+        bias(std::move(bias_)),
+        params(params_),
+        weights(std::move(weight), memory::desc(weight_shape, dt::f32, tag::oihw)) {}
+
+  ConvShape shape_of(const Shape& x_shape) const {
+    return check_conv(x_shape, weight_shape, bias.defined() ? bias.numel() : -1, params);
+  }
+
+  ConvPd primitive_desc(const ConvShape& s, const memory::desc& src, const memory::desc& dst,
+                        bool accumulate) const {
+    using namespace dnnl;
+    memory::desc weights_any({s.o, s.c, s.kh, s.kw}, dt::f32, tag::any);
+    memory::dims strides{params.stride, params.stride};
+    memory::dims pad_l{params.pad_top, params.pad_left}, pad_r{params.pad_bottom, params.pad_right};
+    auto desc = bias.defined() ? convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct,
+                                                           src, weights_any, memory::desc({s.o}, dt::f32, tag::x), dst,
+                                                           strides, pad_l, pad_r)
+                               : convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct,
+                                                           src, weights_any, dst, strides, pad_l, pad_r);
+    return ConvPd(desc, packed_kernel_attr(accumulate), cpu_engine());
+  }
+
+  // The convolution for this shape, accumulating into its destination when asked and the destination is NCHW
+  // (otherwise the output reorder accumulates).
+  ConvPd choose_primitive_desc(const ConvShape& s, bool accumulate) const {
+    memory::desc nchw_src = nchw_desc(s.n, s.c, s.h, s.w), nchw_dst = nchw_desc(s.n, s.o, s.oh, s.ow);
+    std::optional<ConvPd> pd;
+    if (worth_reordering_activations(s)) {
+      memory::desc any_src({s.n, s.c, s.h, s.w}, dt::f32, tag::any), any_dst({s.n, s.o, s.oh, s.ow}, dt::f32, tag::any);
+      pd = primitive_desc(s, any_src, any_dst, false);
+      if (is_reference_implementation(*pd)) pd.reset();  // no optimised kernel for this shape: NCHW is faster
+    }
+    if (!pd) pd = primitive_desc(s, nchw_src, nchw_dst, false);
+    if (accumulate && pd->dst_desc() == nchw_dst) pd = primitive_desc(s, pd->src_desc(), pd->dst_desc(), true);
+    return *pd;
+  }
+
+  std::shared_ptr<const ConvPlan> make_plan(const ConvShape& s, bool accumulate) const {
+    ConvPd pd = choose_primitive_desc(s, accumulate);
+    auto plan = std::make_shared<ConvPlan>();
+    plan->conv = dnnl::convolution_forward(pd);
+    plan->nchw_src = nchw_desc(s.n, s.c, s.h, s.w);
+    plan->nchw_dst = nchw_desc(s.n, s.o, s.oh, s.ow);
+    plan->src = pd.src_desc();
+    plan->dst = pd.dst_desc();
+    plan->conv_scratchpad = pd.scratchpad_desc();
+    const auto& eng = cpu_engine();
+    if (plan->src != plan->nchw_src) {
+      dnnl::reorder::primitive_desc r(eng, plan->nchw_src, eng, plan->src, packed_kernel_attr(false));
+      plan->to_src = dnnl::reorder(r);
+      plan->to_src_scratchpad = r.scratchpad_desc();
+    }
+    if (plan->dst != plan->nchw_dst) {
+      dnnl::reorder::primitive_desc r(eng, plan->dst, eng, plan->nchw_dst, packed_kernel_attr(accumulate));
+      plan->from_dst = dnnl::reorder(r);
+      plan->from_dst_scratchpad = r.scratchpad_desc();
+    }
+    plan->scratchpad_bytes =
+        max_scratchpad_bytes({plan->conv_scratchpad, plan->to_src_scratchpad, plan->from_dst_scratchpad});
+    plan->weights = weights.in_layout(pd.weights_desc());
+    return plan;
+  }
+
+  std::shared_ptr<const ConvPlan> plan_for(const ConvShape& s, bool accumulate) const {
+    PlanKey key{s.n, s.h, s.w, accumulate};
+    std::lock_guard lock(mutex);
+    if (auto it = plans.find(key); it != plans.end()) return it->second;
+    if (plans.size() >= kMaxCachedPlans) plans.clear();  // running calls keep their plans alive
+    auto plan = make_plan(s, accumulate);
+    plans.emplace(key, plan);
+    return plan;
+  }
+
+  void pack_for_nominal_input() {
+    int64_t size = std::max({kNominalInputSize, weight_shape[2], weight_shape[3]});
+    ConvShape s = shape_of({1, weight_shape[1], size, size});
+    weights.in_layout(choose_primitive_desc(s, false).weights_desc());
+  }
+
+  // y = conv(x) + bias, or y += conv(x) + bias with a plan made for accumulating.
+  void run(const ConvPlan& plan, const Tensor& x, Tensor& y) const {
+    dnnl::stream& stream = cpu_stream();
+    Scratchpad scratchpad(plan.scratchpad_bytes);
+    memory user_src = wrap_memory(plan.nchw_src, x.data()), user_dst = wrap_memory(plan.nchw_dst, y.data());
+    memory src = user_src, dst = user_dst;
+    Tensor src_buffer, dst_buffer;  // activations in the convolution's layout, when it differs
+    if (plan.to_src) {
+      src_buffer = buffer_for(plan.src);
+      src = wrap_memory(plan.src, src_buffer.data());
+      std::unordered_map<int, memory> args{{DNNL_ARG_FROM, user_src}, {DNNL_ARG_TO, src}};
+      scratchpad.add_to(args, plan.to_src_scratchpad);
+      plan.to_src->execute(stream, args);
+    }
+    if (plan.from_dst) {
+      dst_buffer = buffer_for(plan.dst);
+      dst = wrap_memory(plan.dst, dst_buffer.data());
+    }
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, *plan.weights}, {DNNL_ARG_DST, dst}};
+    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, wrap_memory(memory::desc({bias.numel()}, dt::f32, tag::x), bias.data()));
+    scratchpad.add_to(args, plan.conv_scratchpad);
+    plan.conv.execute(stream, args);
+    if (plan.from_dst) {
+      std::unordered_map<int, memory> out_args{{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, user_dst}};
+      scratchpad.add_to(out_args, plan.from_dst_scratchpad);
+      plan.from_dst->execute(stream, out_args);
+    }
+    stream.wait();
+  }
+};
+
+PackedConv2d::PackedConv2d(Tensor weight, Tensor bias, Conv2dParams params) {
+  SDRT_CHECK(weight.rank() == 4, "packed conv2d: weight must be [O, C, kh, kw], got ", shape_str(weight.shape()));
+  SDRT_CHECK(!bias.defined() || bias.numel() == weight.dim(0), "packed conv2d: bias ", shape_str(bias.shape()),
+             " does not match weight ", shape_str(weight.shape()));
+  impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), params);
+  impl_->pack_for_nominal_input();
+}
+
+PackedConv2d::~PackedConv2d() = default;
+
+Tensor PackedConv2d::operator()(const Tensor& x) const {
+  ConvShape s = impl_->shape_of(x.shape());
+  count_conv_macs(s);
+  Tensor y = Tensor::empty({s.n, s.o, s.oh, s.ow});
+  impl_->run(*impl_->plan_for(s, false), x, y);
+  return y;
+}
+
+void PackedConv2d::accumulate(const Tensor& x, Tensor& acc) const {
+  ConvShape s = impl_->shape_of(x.shape());
+  SDRT_CHECK(acc.shape() == Shape({s.n, s.o, s.oh, s.ow}), "packed conv2d: accumulator ", shape_str(acc.shape()),
+             " is not the output shape ", shape_str({s.n, s.o, s.oh, s.ow}), " for input ", shape_str(x.shape()));
+  SDRT_CHECK(acc.data() != x.data(), "packed conv2d: cannot accumulate into the input");
+  count_conv_macs(s);
+  impl_->run(*impl_->plan_for(s, true), x, acc);
+}
+
+int64_t PackedConv2d::in_channels() const { return impl_->weight_shape[1]; }
+int64_t PackedConv2d::out_channels() const { return impl_->weight_shape[0]; }
+const Shape& PackedConv2d::weight_shape() const { return impl_->weight_shape; }
+const Conv2dParams& PackedConv2d::params() const { return impl_->params; }
+
+size_t PackedConv2d::weight_bytes() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->weights.bytes();
+}
+
+size_t PackedConv2d::cached_plans() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->plans.size();
+}
+
+}  // namespace sdrt::kernels

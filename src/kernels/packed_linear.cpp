@@ -1,0 +1,144 @@
+#include "kernels/packed_linear.h"
+
+#include <compare>
+#include <map>
+#include <mutex>
+
+#include "core/error.h"
+#include "kernels/conv_linear_shapes.h"
+#include "kernels/packed_weights.h"
+
+namespace sdrt::kernels {
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+// Row counts per layer before the cache starts over. SD runs a handful (tokens x batch at each
+// UNet level, the text length, the time embedding's batch); the cap only bounds a long-running
+// process that sees many sizes.
+constexpr size_t kMaxCachedPlans = 16;
+// The weights are packed at construction with the primitive for this many rows.
+constexpr int64_t kNominalRows = 64;
+
+struct PlanKey {
+  int64_t rows;
+  bool accumulate;
+  auto operator<=>(const PlanKey&) const = default;
+};
+
+struct LinearPlan {
+  dnnl::matmul matmul;
+  memory::desc src, dst, scratchpad;
+  std::shared_ptr<const memory> weights;
+};
+
+}  // namespace
+
+struct PackedLinear::Impl {
+  int64_t in, out;
+  Tensor bias;
+  mutable std::mutex mutex;  // guards `weights` and `plans`
+  mutable WeightLayouts weights;
+  mutable std::map<PlanKey, std::shared_ptr<const LinearPlan>> plans;
+
+  // The weight [out, in] is the matmul's [in, out] operand stored transposed (format ba).
+  Impl(Tensor weight, Tensor bias_)
+      : in(weight.dim(1)),
+        out(weight.dim(0)),
+        bias(std::move(bias_)),
+        weights(std::move(weight), memory::desc({in, out}, dt::f32, tag::ba)) {}
+
+  LinearShape shape_of(const Shape& x_shape) const {
+    return check_linear(x_shape, {out, in}, bias.defined() ? bias.numel() : -1);
+  }
+
+  dnnl::matmul::primitive_desc primitive_desc(int64_t rows, bool accumulate) const {
+    memory::desc src({rows, in}, dt::f32, tag::ab), dst({rows, out}, dt::f32, tag::ab);
+    memory::desc weights_any({in, out}, dt::f32, tag::any);
+    auto desc = bias.defined() ? dnnl::matmul::desc(src, weights_any, memory::desc({1, out}, dt::f32, tag::ab), dst)
+                               : dnnl::matmul::desc(src, weights_any, dst);
+    return dnnl::matmul::primitive_desc(desc, packed_kernel_attr(accumulate), cpu_engine());
+  }
+
+  std::shared_ptr<const LinearPlan> make_plan(int64_t rows, bool accumulate) const {
+    auto pd = primitive_desc(rows, accumulate);
+    auto plan = std::make_shared<LinearPlan>();
+    plan->matmul = dnnl::matmul(pd);
+    plan->src = pd.src_desc();
+    plan->dst = pd.dst_desc();
+    plan->scratchpad = pd.scratchpad_desc();
+    plan->weights = weights.in_layout(pd.weights_desc());
+    return plan;
+  }
+
+  std::shared_ptr<const LinearPlan> plan_for(int64_t rows, bool accumulate) const {
+    PlanKey key{rows, accumulate};
+    std::lock_guard lock(mutex);
+    if (auto it = plans.find(key); it != plans.end()) return it->second;
+    if (plans.size() >= kMaxCachedPlans) plans.clear();  // running calls keep their plans alive
+    auto plan = make_plan(rows, accumulate);
+    plans.emplace(key, plan);
+    return plan;
+  }
+
+  void pack_for_nominal_input() { weights.in_layout(primitive_desc(kNominalRows, false).weights_desc()); }
+
+  // y = x W^T + b, or y += x W^T + b with a plan made for accumulating.
+  void run(const LinearPlan& plan, const Tensor& x, Tensor& y) const {
+    Scratchpad scratchpad(plan.scratchpad.get_size());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, wrap_memory(plan.src, x.data())},
+                                         {DNNL_ARG_WEIGHTS, *plan.weights},
+                                         {DNNL_ARG_DST, wrap_memory(plan.dst, y.data())}};
+    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, wrap_memory(memory::desc({1, out}, dt::f32, tag::ab), bias.data()));
+    scratchpad.add_to(args, plan.scratchpad);
+    dnnl::stream& stream = cpu_stream();
+    plan.matmul.execute(stream, args);
+    stream.wait();
+  }
+};
+
+PackedLinear::PackedLinear(Tensor weight, Tensor bias) {
+  SDRT_CHECK(weight.rank() == 2 && weight.numel() > 0, "packed linear: weight must be a non-empty [out, in], got ",
+             shape_str(weight.shape()));
+  SDRT_CHECK(!bias.defined() || bias.numel() == weight.dim(0), "packed linear: bias ", shape_str(bias.shape()),
+             " does not match weight ", shape_str(weight.shape()));
+  impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias));
+  impl_->pack_for_nominal_input();
+}
+
+PackedLinear::~PackedLinear() = default;
+
+Tensor PackedLinear::operator()(const Tensor& x) const {
+  LinearShape s = impl_->shape_of(x.shape());
+  count_linear_macs(s);
+  Tensor y = Tensor::empty(linear_output_shape(x.shape(), s.out));
+  if (s.rows > 0) impl_->run(*impl_->plan_for(s.rows, false), x, y);
+  return y;
+}
+
+void PackedLinear::accumulate(const Tensor& x, Tensor& acc) const {
+  LinearShape s = impl_->shape_of(x.shape());
+  SDRT_CHECK(acc.shape() == linear_output_shape(x.shape(), s.out), "packed linear: accumulator ",
+             shape_str(acc.shape()), " is not the output shape for input ", shape_str(x.shape()));
+  SDRT_CHECK(acc.data() != x.data(), "packed linear: cannot accumulate into the input");
+  count_linear_macs(s);
+  if (s.rows > 0) impl_->run(*impl_->plan_for(s.rows, true), x, acc);
+}
+
+int64_t PackedLinear::in_features() const { return impl_->in; }
+int64_t PackedLinear::out_features() const { return impl_->out; }
+
+size_t PackedLinear::weight_bytes() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->weights.bytes();
+}
+
+size_t PackedLinear::cached_plans() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->plans.size();
+}
+
+}  // namespace sdrt::kernels
