@@ -83,6 +83,27 @@ class Smoke(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             pl.load_pipeline(out)
 
+    def test_stop_after_and_export_from_checkpoint(self):
+        """A run cut short with --unet-stop-after, then exported from its checkpoint with --export-from."""
+        train = [sys.executable, os.path.join(HERE, "train.py"), "--smoke", "--threads", "1", "--data", "synthetic"]
+        run_dir = os.path.join(HERE, "runs", "smoke-stop")
+        with tempfile.TemporaryDirectory() as d:
+            r = subprocess.run(train + ["--run", "smoke-stop", "--unet-stop-after", "2", "--checkpoint-every", "2",
+                                        "--out", os.path.join(d, "stopped")], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            unet_steps = [ln for ln in r.stdout.splitlines() if ln.startswith("stage=unet step=")]
+            self.assertEqual(unet_steps[-1].split()[1], "step=2", r.stdout)
+            ckpt = torch.load(os.path.join(run_dir, "unet_ema_ckpt.pt"))
+            self.assertEqual(ckpt["step"], 2)
+            out = os.path.join(d, "exported")
+            r = subprocess.run(train + ["--run", "smoke-export", "--export-from", run_dir, "--out", out],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            _, unet, _, cfgs = pl.load_pipeline(out)
+            self.assertAlmostEqual(cfgs["vae"]["scaling_factor"], ckpt["scaling"])
+            name, value = next(iter(ckpt["unet_ema"].items()))
+            self.assertTrue(torch.allclose(unet.state_dict()[name], value.half().float()))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

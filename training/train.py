@@ -316,7 +316,7 @@ def train_unet(args, unet, te, vae_ema, lat_mean, lat_std, scaling, data, tok, l
     acc, n, t0 = 0.0, 0, time.time()
     total, t_start = args.unet_steps, time.time()
     step = 0
-    while step < total:
+    while step < total and not (args.unet_stop_after and step >= args.unet_stop_after):
         if args.unet_minutes and step == 10:
             total = fit_steps_to_budget(sched, step, time.time() - t_start, args.unet_minutes, total, log, "unet")
         idx = torch.randint(0, len(data), (args.unet_batch,), generator=gen)
@@ -430,6 +430,10 @@ def main():
                     help="wall-clock budget for the UNet stage; caps --unet-steps after measuring speed")
     ap.add_argument("--checkpoint-every", type=int, default=1000, help="save EMA UNet/text weights every N steps")
     ap.add_argument("--vae-from", default=None, help="skip stage 1: load the VAE stage of this run dir")
+    ap.add_argument("--unet-stop-after", type=int, default=0,
+                    help="end the UNet stage after N steps (the learning-rate schedule still spans --unet-steps)")
+    ap.add_argument("--export-from", default=None,
+                    help="train nothing: export the EMA VAE and the last UNet/text checkpoint of this run dir")
     ap.add_argument("--bench", type=int, default=0, help="only measure seconds/step over N steps")
     ap.add_argument("--smoke", action="store_true", help="a few steps on a tiny subset; exports a loadable folder")
     args = ap.parse_args()
@@ -469,6 +473,17 @@ def main():
     log.log(stage="init", images=len(data), threads=args.threads, vae_params=pl.count_params(vae),
             unet_params=pl.count_params(unet), te_params=pl.count_params(te))
 
+    if args.export_from:
+        vae_ema, unet_ema, te_ema = pl.build_models(cfgs)
+        vae_ema.load_state_dict(torch.load(os.path.join(args.export_from, "vae_ema.pt")))
+        ckpt = torch.load(os.path.join(args.export_from, "unet_ema_ckpt.pt"))
+        unet_ema.load_state_dict(ckpt["unet_ema"])
+        te_ema.load_state_dict(ckpt["te_ema"])
+        cfgs["vae"]["scaling_factor"] = ckpt["scaling"]
+        log.log(stage="export_from", run=args.export_from, unet_step=ckpt["step"], scaling_factor=ckpt["scaling"])
+        export_and_sample(args, cfgs, vae_ema, unet_ema, te_ema, tok, log, run_dir)
+        return
+
     if args.vae_from:
         vae_ema = pl.build_models(cfgs)[0]
         vae_ema.load_state_dict(torch.load(os.path.join(args.vae_from, "vae_ema.pt")))
@@ -486,10 +501,16 @@ def main():
             mean_std_ratio=float(lat_std.mean() / lat_mean.std()))
 
     unet_ema, te_ema = train_unet(args, unet, te, vae_ema, lat_mean, lat_std, scaling, data, tok, log, run_dir)
+    export_and_sample(args, cfgs, vae_ema, unet_ema, te_ema, tok, log, run_dir)
 
+
+def export_and_sample(args, cfgs, vae_ema, unet_ema, te_ema, tok, log, run_dir):
+    """Writes the diffusers folder, reloads it and samples the final sheet from the reloaded weights."""
     out = args.out or os.path.join(run_dir, "model")
     pl.export_pipeline(out, vae_ema, unet_ema, te_ema, cfgs,
-                       metadata={"producer": "sdrt training/train.py", "run": args.run, "seed": str(args.seed)})
+                       metadata={"producer": "sdrt training/train.py", "seed": str(args.seed),
+                                 "run": os.path.basename(os.path.normpath(args.export_from)) if args.export_from
+                                 else args.run})
     size = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs)
     log.log(stage="export", folder=out, bytes=size)
 
