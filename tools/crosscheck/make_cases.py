@@ -4,6 +4,7 @@ the reference they are computed with.
 
     /usr/bin/python3 tools/crosscheck/make_cases.py            # (re)write tests/data/crosscheck
     /usr/bin/python3 tools/crosscheck/make_cases.py --validate # check the reference against diffusers goldens
+    /usr/bin/python3 tools/crosscheck/make_cases.py --shipped  # only the shipped model's cases
 
 What the expected images are
 ----------------------------
@@ -292,45 +293,73 @@ def write_cases(out):
         sd = {k: v.detach().float().contiguous() for k, v in pipe.vae.state_dict().items()}
         st.save(sd, os.path.join(folder, "vae", "diffusion_pytorch_model.safetensors"), {"format": "pt"})
 
-    for (cname, model, sched, prompt, neg, steps, guidance, w, h, seed) in CASES:
-        folder = os.path.join(out, model)
-        pipe = R.Pipeline(folder)  # reload from disk: the reference uses exactly the stored weights
-        ancestral = R.SCHEDULERS[sched].ancestral
-        lat, noise = make_inputs(pipe, steps, w, h, seed, ancestral)
-        rec = {}
-        img = pipe(prompt, neg, steps, guidance, sched, w, h, lat, noise, rec)
-        raw = pipe.vae.decode(rec["latents_final"] / pipe.vae.scaling_factor) / 2 + 0.5
-        inside = ((raw > 0) & (raw < 1)).float().mean().item()
-        tensors = {"latents": lat, "image": img}
-        if noise is not None:
-            tensors["noise"] = noise
-        for k in ("input_ids", "negative_input_ids", "timesteps", "sigmas", "init_noise_sigma", "latents_final"):
-            if k in rec:
-                tensors[k] = rec[k]
-        for i in range(steps):
-            tensors["step%02d.latents" % i] = rec["step%02d.latents" % i]
-        meta = {
-            "model": model, "prompt": prompt, "negative_prompt": neg, "steps": str(steps),
-            "guidance": repr(float(guidance)), "scheduler": sched, "width": str(w), "height": str(h),
-            "producer": "tools/crosscheck/make_cases.py (independent reference, not diffusers)",
-            "compute_dtype": "float32",
-            "scheduler_config": json.dumps(pipe.scheduler_config, sort_keys=True),
-            "effective_scheduler_config": json.dumps(R.SCHEDULERS[sched](pipe.scheduler_config).config,
-                                                     sort_keys=True),
-            "description": "StableDiffusionPipeline(prompt, negative_prompt, num_inference_steps=steps, "
-                           "guidance_scale=guidance, width, height, latents=latents, output_type='np') with "
-                           "the scheduler swapped in by from_config, recomputed by tools/crosscheck/"
-                           "reference.py. noise[i] is the N(0,1) tensor ancestral step i draws. image is "
-                           "float32 NHWC in [0,1].",
-        }
-        base = os.path.join(cases_dir, cname)
-        st.save(tensors, base + ".safetensors", meta)
-        st.save({"latents": lat}, base + ".latents.safetensors")
-        if noise is not None:
-            st.save({"noise": noise}, base + ".noise.safetensors")
-        print("%-26s image %s, %.0f%% of pixels unclamped, latents_final |max| %.2f, ids %s" % (
-            cname, "x".join(map(str, img.shape)), 100 * inside, rec["latents_final"].abs().max().item(),
-            rec["input_ids"][0, :12].tolist()))
+    for case in CASES:
+        write_case(out, case)
+
+
+# The project's own model, once it ships as models/sdrt-emoji (trained by training/train.py), with
+# the README's prompt and a second one, at the CLI's default step count and guidance: the engine
+# must reproduce what the trainer's own modules draw with those weights. Checked with the step-4500
+# export of the first full run: image max abs 6.9e-6 (DDIM) and 4.1e-4 (Euler-a, whose fresh noise
+# at every step amplifies float rounding in a trained model).
+SHIPPED = os.path.join(ROOT, "models", "sdrt-emoji")
+SHIPPED_CASES = [
+    ("shipped_ddim_red_apple", "ddim", "red apple", "", 20, 7.5, 64, 64, 1),
+    ("shipped_euler_a_cartoon_bird", "euler_a", "cartoon bird", "", 20, 7.5, 64, 64, 2),
+]
+
+
+def write_shipped_cases(out):
+    """Adds the shipped-model cases to out/cases/ (the other cases are left as they are)."""
+    torch.set_num_threads(1)
+    model = os.path.relpath(SHIPPED, out)
+    os.makedirs(os.path.join(out, "cases"), exist_ok=True)
+    for cname, sched, prompt, neg, steps, guidance, w, h, seed in SHIPPED_CASES:
+        write_case(out, (cname, model, sched, prompt, neg, steps, guidance, w, h, seed))
+
+
+def write_case(out, case):
+    """Runs the reference on one case and stores its inputs and expected image in out/cases/."""
+    cname, model, sched, prompt, neg, steps, guidance, w, h, seed = case
+    cases_dir = os.path.join(out, "cases")
+    folder = os.path.join(out, model)
+    pipe = R.Pipeline(folder)  # reload from disk: the reference uses exactly the stored weights
+    ancestral = R.SCHEDULERS[sched].ancestral
+    lat, noise = make_inputs(pipe, steps, w, h, seed, ancestral)
+    rec = {}
+    img = pipe(prompt, neg, steps, guidance, sched, w, h, lat, noise, rec)
+    raw = pipe.vae.decode(rec["latents_final"] / pipe.vae.scaling_factor) / 2 + 0.5
+    inside = ((raw > 0) & (raw < 1)).float().mean().item()
+    tensors = {"latents": lat, "image": img}
+    if noise is not None:
+        tensors["noise"] = noise
+    for k in ("input_ids", "negative_input_ids", "timesteps", "sigmas", "init_noise_sigma", "latents_final"):
+        if k in rec:
+            tensors[k] = rec[k]
+    for i in range(steps):
+        tensors["step%02d.latents" % i] = rec["step%02d.latents" % i]
+    meta = {
+        "model": model, "prompt": prompt, "negative_prompt": neg, "steps": str(steps),
+        "guidance": repr(float(guidance)), "scheduler": sched, "width": str(w), "height": str(h),
+        "producer": "tools/crosscheck/make_cases.py (independent reference, not diffusers)",
+        "compute_dtype": "float32",
+        "scheduler_config": json.dumps(pipe.scheduler_config, sort_keys=True),
+        "effective_scheduler_config": json.dumps(R.SCHEDULERS[sched](pipe.scheduler_config).config,
+                                                 sort_keys=True),
+        "description": "StableDiffusionPipeline(prompt, negative_prompt, num_inference_steps=steps, "
+                       "guidance_scale=guidance, width, height, latents=latents, output_type='np') with "
+                       "the scheduler swapped in by from_config, recomputed by tools/crosscheck/"
+                       "reference.py. noise[i] is the N(0,1) tensor ancestral step i draws. image is "
+                       "float32 NHWC in [0,1].",
+    }
+    base = os.path.join(cases_dir, cname)
+    st.save(tensors, base + ".safetensors", meta)
+    st.save({"latents": lat}, base + ".latents.safetensors")
+    if noise is not None:
+        st.save({"noise": noise}, base + ".noise.safetensors")
+    print("%-26s image %s, %.0f%% of pixels unclamped, latents_final |max| %.2f, ids %s" % (
+        cname, "x".join(map(str, img.shape)), 100 * inside, rec["latents_final"].abs().max().item(),
+        rec["input_ids"][0, :12].tolist()))
 
 
 # --------------------------------------------------------------------------
@@ -423,11 +452,18 @@ def validate():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--validate", action="store_true", help="check the reference against the diffusers goldens")
+    ap.add_argument("--shipped", action="store_true",
+                    help="only (re)write the cases of the shipped model, models/sdrt-emoji")
     ap.add_argument("--out", default=OUT)
     a = ap.parse_args()
     if a.validate:
         sys.exit(0 if validate() else 1)
+    if a.shipped:
+        write_shipped_cases(a.out)
+        return
     write_cases(a.out)
+    if os.path.isdir(SHIPPED):
+        write_shipped_cases(a.out)
 
 
 if __name__ == "__main__":
