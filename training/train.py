@@ -474,6 +474,10 @@ def main():
             unet_params=pl.count_params(unet), te_params=pl.count_params(te))
 
     if args.export_from:
+        run_args = os.path.join(args.export_from, "args.json")
+        if os.path.exists(run_args):  # the run's own architecture, whatever --preset says
+            with open(run_args) as f:
+                cfgs = pl.make_configs(json.load(f)["preset"])
         vae_ema, unet_ema, te_ema = pl.build_models(cfgs)
         vae_ema.load_state_dict(torch.load(os.path.join(args.export_from, "vae_ema.pt")))
         ckpt = torch.load(os.path.join(args.export_from, "unet_ema_ckpt.pt"))
