@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <compare>
-#include <map>
-#include <mutex>
 #include <optional>
 #include <string_view>
 
@@ -20,8 +18,7 @@ using tag = memory::format_tag;
 using dt = memory::data_type;
 using ConvPd = dnnl::convolution_forward::primitive_desc;
 
-// Plans per layer before the cache starts over. SD runs a handful of shapes per layer; the cap
-// only bounds a long-running process that sees many image sizes.
+// Input shapes per layer before the plan cache starts over.
 constexpr size_t kMaxCachedPlans = 16;
 // The weights are packed at construction with the plan for a [1, C, 32, 32] input.
 constexpr int64_t kNominalInputSize = 32;
@@ -68,15 +65,13 @@ struct PackedConv2d::Impl {
   Shape weight_shape;
   Tensor bias;
   Conv2dParams params;
-  mutable std::mutex mutex;  // guards `weights` and `plans`
-  mutable WeightLayouts weights;
-  mutable std::map<PlanKey, std::shared_ptr<const ConvPlan>> plans;
+  mutable PlanCache<PlanKey, ConvPlan> plans;
 
   Impl(Tensor weight, Tensor bias_, Conv2dParams params_)
       : weight_shape(weight.shape()),
         bias(std::move(bias_)),
         params(params_),
-        weights(std::move(weight), memory::desc(weight_shape, dt::f32, tag::oihw)) {}
+        plans(std::move(weight), memory::desc(weight_shape, dt::f32, tag::oihw), kMaxCachedPlans) {}
 
   ConvShape shape_of(const Shape& x_shape) const {
     return check_conv(x_shape, weight_shape, bias.defined() ? bias.numel() : -1, params);
@@ -111,7 +106,7 @@ struct PackedConv2d::Impl {
     return *pd;
   }
 
-  std::shared_ptr<const ConvPlan> make_plan(const ConvShape& s, bool accumulate) const {
+  std::shared_ptr<const ConvPlan> make_plan(const ConvShape& s, bool accumulate, WeightLayouts& weights) const {
     ConvPd pd = choose_primitive_desc(s, accumulate);
     auto plan = std::make_shared<ConvPlan>();
     plan->conv = dnnl::convolution_forward(pd);
@@ -138,19 +133,14 @@ struct PackedConv2d::Impl {
   }
 
   std::shared_ptr<const ConvPlan> plan_for(const ConvShape& s, bool accumulate) const {
-    PlanKey key{s.n, s.h, s.w, accumulate};
-    std::lock_guard lock(mutex);
-    if (auto it = plans.find(key); it != plans.end()) return it->second;
-    if (plans.size() >= kMaxCachedPlans) plans.clear();  // running calls keep their plans alive
-    auto plan = make_plan(s, accumulate);
-    plans.emplace(key, plan);
-    return plan;
+    return plans.get(PlanKey{s.n, s.h, s.w, accumulate},
+                     [&](WeightLayouts& weights) { return make_plan(s, accumulate, weights); });
   }
 
   void pack_for_nominal_input() {
     int64_t size = std::max({kNominalInputSize, weight_shape[2], weight_shape[3]});
     ConvShape s = shape_of({1, weight_shape[1], size, size});
-    weights.in_layout(choose_primitive_desc(s, false).weights_desc());
+    plans.pack(choose_primitive_desc(s, false).weights_desc());
   }
 
   // y = conv(x) + bias, or y += conv(x) + bias with a plan made for accumulating.
@@ -216,14 +206,7 @@ int64_t PackedConv2d::out_channels() const { return impl_->weight_shape[0]; }
 const Shape& PackedConv2d::weight_shape() const { return impl_->weight_shape; }
 const Conv2dParams& PackedConv2d::params() const { return impl_->params; }
 
-size_t PackedConv2d::weight_bytes() const {
-  std::lock_guard lock(impl_->mutex);
-  return impl_->weights.bytes();
-}
-
-size_t PackedConv2d::cached_plans() const {
-  std::lock_guard lock(impl_->mutex);
-  return impl_->plans.size();
-}
+size_t PackedConv2d::weight_bytes() const { return impl_->plans.weight_bytes(); }
+size_t PackedConv2d::cached_plans() const { return impl_->plans.size(); }
 
 }  // namespace sdrt::kernels

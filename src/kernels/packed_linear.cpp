@@ -1,8 +1,6 @@
 #include "kernels/packed_linear.h"
 
 #include <compare>
-#include <map>
-#include <mutex>
 
 #include "core/error.h"
 #include "kernels/conv_linear_shapes.h"
@@ -40,16 +38,14 @@ struct LinearPlan {
 struct PackedLinear::Impl {
   int64_t in, out;
   Tensor bias;
-  mutable std::mutex mutex;  // guards `weights` and `plans`
-  mutable WeightLayouts weights;
-  mutable std::map<PlanKey, std::shared_ptr<const LinearPlan>> plans;
+  mutable PlanCache<PlanKey, LinearPlan> plans;
 
   // The weight [out, in] is the matmul's [in, out] operand stored transposed (format ba).
   Impl(Tensor weight, Tensor bias_)
       : in(weight.dim(1)),
         out(weight.dim(0)),
         bias(std::move(bias_)),
-        weights(std::move(weight), memory::desc({in, out}, dt::f32, tag::ba)) {}
+        plans(std::move(weight), memory::desc({in, out}, dt::f32, tag::ba), kMaxCachedPlans) {}
 
   LinearShape shape_of(const Shape& x_shape) const {
     return check_linear(x_shape, {out, in}, bias.defined() ? bias.numel() : -1);
@@ -63,7 +59,7 @@ struct PackedLinear::Impl {
     return dnnl::matmul::primitive_desc(desc, packed_kernel_attr(accumulate), cpu_engine());
   }
 
-  std::shared_ptr<const LinearPlan> make_plan(int64_t rows, bool accumulate) const {
+  std::shared_ptr<const LinearPlan> make_plan(int64_t rows, bool accumulate, WeightLayouts& weights) const {
     auto pd = primitive_desc(rows, accumulate);
     auto plan = std::make_shared<LinearPlan>();
     plan->matmul = dnnl::matmul(pd);
@@ -75,16 +71,11 @@ struct PackedLinear::Impl {
   }
 
   std::shared_ptr<const LinearPlan> plan_for(int64_t rows, bool accumulate) const {
-    PlanKey key{rows, accumulate};
-    std::lock_guard lock(mutex);
-    if (auto it = plans.find(key); it != plans.end()) return it->second;
-    if (plans.size() >= kMaxCachedPlans) plans.clear();  // running calls keep their plans alive
-    auto plan = make_plan(rows, accumulate);
-    plans.emplace(key, plan);
-    return plan;
+    return plans.get(PlanKey{rows, accumulate},
+                     [&](WeightLayouts& weights) { return make_plan(rows, accumulate, weights); });
   }
 
-  void pack_for_nominal_input() { weights.in_layout(primitive_desc(kNominalRows, false).weights_desc()); }
+  void pack_for_nominal_input() { plans.pack(primitive_desc(kNominalRows, false).weights_desc()); }
 
   // y = x W^T + b, or y += x W^T + b with a plan made for accumulating.
   void run(const LinearPlan& plan, const Tensor& x, Tensor& y) const {
@@ -131,14 +122,7 @@ void PackedLinear::accumulate(const Tensor& x, Tensor& acc) const {
 int64_t PackedLinear::in_features() const { return impl_->in; }
 int64_t PackedLinear::out_features() const { return impl_->out; }
 
-size_t PackedLinear::weight_bytes() const {
-  std::lock_guard lock(impl_->mutex);
-  return impl_->weights.bytes();
-}
-
-size_t PackedLinear::cached_plans() const {
-  std::lock_guard lock(impl_->mutex);
-  return impl_->plans.size();
-}
+size_t PackedLinear::weight_bytes() const { return impl_->plans.weight_bytes(); }
+size_t PackedLinear::cached_plans() const { return impl_->plans.size(); }
 
 }  // namespace sdrt::kernels

@@ -5,8 +5,11 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <initializer_list>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -24,7 +27,7 @@ dnnl::memory wrap_memory(const dnnl::memory::desc& desc, const float* data);
 // layer never keeps two full f32 copies. A layout that no primitive uses any more is dropped as
 // soon as another one exists.
 //
-// Not synchronised: the owner serialises calls (PackedConv2d and PackedLinear hold their mutex).
+// Not synchronised: the owner serialises calls (PlanCache holds the mutex).
 class WeightLayouts {
  public:
   // `unpacked` in layout `unpacked_desc` (e.g. oihw for conv weights [O, C, kh, kw]).
@@ -46,6 +49,51 @@ class WeightLayouts {
   void drop_unused_except(const dnnl::memory* keep);
 
   std::vector<Layout> layouts_;
+};
+
+// A layer's packed weights and its plans (primitives and the weights they use), one per input
+// shape, behind one mutex so that a layer can run on several threads at once. A plan is made on
+// the first call with its shape; past `capacity` shapes the cache starts over (running calls
+// keep their plans alive). SD runs a handful of shapes per layer; the cap only bounds a
+// long-running process that sees many image sizes.
+template <class Key, class Plan>
+class PlanCache {
+ public:
+  PlanCache(Tensor unpacked, const dnnl::memory::desc& unpacked_desc, size_t capacity)
+      : weights_(std::move(unpacked), unpacked_desc), capacity_(capacity) {}
+
+  // The plan for `key`; on first use made by make(weights), which picks its weight layout with
+  // weights.in_layout().
+  template <class Make>
+  std::shared_ptr<const Plan> get(const Key& key, Make&& make) {
+    std::lock_guard lock(mutex_);
+    if (auto it = plans_.find(key); it != plans_.end()) return it->second;
+    if (plans_.size() >= capacity_) plans_.clear();
+    std::shared_ptr<const Plan> plan = make(weights_);
+    plans_.emplace(key, plan);
+    return plan;
+  }
+
+  // Packs the weights into `desc` ahead of the first call.
+  void pack(const dnnl::memory::desc& desc) {
+    std::lock_guard lock(mutex_);
+    weights_.in_layout(desc);
+  }
+
+  size_t weight_bytes() const {
+    std::lock_guard lock(mutex_);
+    return weights_.bytes();
+  }
+  size_t size() const {
+    std::lock_guard lock(mutex_);
+    return plans_.size();
+  }
+
+ private:
+  mutable std::mutex mutex_;  // guards weights_ and plans_
+  WeightLayouts weights_;
+  std::map<Key, std::shared_ptr<const Plan>> plans_;
+  size_t capacity_;
 };
 
 // Attributes for the packed kernels' primitives. The scratchpad is user-managed: oneDNN's default
