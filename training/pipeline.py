@@ -44,18 +44,6 @@ PRESETS = {
         text=dict(hidden_size=128, intermediate_size=512, num_attention_heads=4, num_hidden_layers=3,
                   projection_dim=128),
     ),
-    # candidate for the next run: a 4-level VAE (f=8) -> 8x8x4 latents, the same UNet and text
-    # encoder; measured with --bench against emoji64 (docs/training.md, "Next")
-    "emoji64-f8": dict(
-        vae=dict(block_out_channels=[32, 64, 64, 64], layers_per_block=1, latent_channels=4,
-                 norm_num_groups=32, sample_size=64),
-        unet=dict(block_out_channels=[64, 128, 128], layers_per_block=1, attention_head_dim=4,
-                  down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-                  up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-                  norm_num_groups=32, sample_size=8),
-        text=dict(hidden_size=128, intermediate_size=512, num_attention_heads=4, num_hidden_layers=3,
-                  projection_dim=128),
-    ),
     # CI smoke: same structure, minimal widths
     "smoke": dict(
         vae=dict(block_out_channels=[32, 32, 32], layers_per_block=1, latent_channels=4,
@@ -68,6 +56,12 @@ PRESETS = {
                   projection_dim=32),
     ),
 }
+
+# candidate for the next run: emoji64 with a 4-level VAE (f=8) -> 8x8x4 latents, the same UNet and
+# text encoder; measured with --bench against emoji64 (docs/training.md, "Next")
+PRESETS["emoji64-f8"] = copy.deepcopy(PRESETS["emoji64"])
+PRESETS["emoji64-f8"]["vae"]["block_out_channels"] = [32, 64, 64, 64]
+PRESETS["emoji64-f8"]["unet"]["sample_size"] = 8
 
 
 def make_configs(preset):
