@@ -91,10 +91,19 @@ void run_case(benchmark::State& state) {
   state.SetLabel(kCaseNames[state.range(0)]);
 }
 
-void fused(benchmark::State& state) { run_case<attention>(state); }
+Tensor attention_f32(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) {
+  return attention(q, k, v, heads, scale, causal);
+}
+Tensor attention_bf16(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) {
+  return attention(q, k, v, heads, scale, causal, Precision::bf16);
+}
+
+void fused(benchmark::State& state) { run_case<attention_f32>(state); }
+void fused_bf16(benchmark::State& state) { run_case<attention_bf16>(state); }
 void blocked_gemm(benchmark::State& state) { run_case<attention_blocked_gemm>(state); }
 
 BENCHMARK(fused)->DenseRange(0, 4)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(fused_bf16)->DenseRange(0, 4)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(blocked_gemm)->DenseRange(0, 4)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -8,6 +8,7 @@
 // load. GFLOP/s counts 2 x MACs, the MACs the kernels count for sdrt bench.
 #include <benchmark/benchmark.h>
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -79,12 +80,14 @@ void conv_old(benchmark::State& state, const ConvCase& c) {
   report(state, conv_macs(c), in.weight.numel() * sizeof(float));
 }
 
-void conv_packed(benchmark::State& state, const ConvCase& c) {
+void conv_packed_at(benchmark::State& state, const ConvCase& c, Precision precision) {
   ConvInputs in = conv_inputs(c);
-  PackedConv2d conv(in.weight, in.bias, in.params);
+  PackedConv2d conv(in.weight, in.bias, in.params, precision);
   for (auto _ : state) benchmark::DoNotOptimize(conv(in.x));
   report(state, conv_macs(c), conv.weight_bytes());
 }
+void conv_packed(benchmark::State& state, const ConvCase& c) { conv_packed_at(state, c, Precision::f32); }
+void conv_packed_bf16(benchmark::State& state, const ConvCase& c) { conv_packed_at(state, c, Precision::bf16); }
 
 // The residual add a ResnetBlock2D does after its conv_shortcut: h += conv(x).
 void conv_add_old(benchmark::State& state, const ConvCase& c) {
@@ -118,12 +121,14 @@ void linear_old(benchmark::State& state, const LinearCase& c) {
   report(state, linear_macs(c), in.weight.numel() * sizeof(float));
 }
 
-void linear_packed(benchmark::State& state, const LinearCase& c) {
+void linear_packed_at(benchmark::State& state, const LinearCase& c, Precision precision) {
   LinearInputs in = linear_inputs(c);
-  PackedLinear packed(in.weight, in.bias);
+  PackedLinear packed(in.weight, in.bias, precision);
   for (auto _ : state) benchmark::DoNotOptimize(packed(in.x));
   report(state, linear_macs(c), packed.weight_bytes());
 }
+void linear_packed(benchmark::State& state, const LinearCase& c) { linear_packed_at(state, c, Precision::f32); }
+void linear_packed_bf16(benchmark::State& state, const LinearCase& c) { linear_packed_at(state, c, Precision::bf16); }
 
 // The residual add of a transformer block's feed-forward output: x += ff_out(h).
 void linear_add_old(benchmark::State& state, const LinearCase& c) {
@@ -142,9 +147,13 @@ void linear_add_packed(benchmark::State& state, const LinearCase& c) {
 }
 
 template <typename Case>
-void register_pair(const std::string& prefix, const Case& c, void (*old_fn)(benchmark::State&, const Case&),
-                   void (*packed_fn)(benchmark::State&, const Case&)) {
-  for (auto [variant, fn] : {std::pair{"old", old_fn}, std::pair{"packed", packed_fn}})
+using CaseFn = void (*)(benchmark::State&, const Case&);
+
+// The variants of one case, named prefix/case/variant so that they sort side by side.
+template <typename Case>
+void register_variants(const std::string& prefix, const Case& c,
+                       std::initializer_list<std::pair<const char*, CaseFn<Case>>> variants) {
+  for (auto [variant, fn] : variants)
     benchmark::RegisterBenchmark((prefix + "/" + c.name + "/" + variant).c_str(),
                                  [fn, &c](benchmark::State& state) { fn(state, c); })
         ->UseRealTime()
@@ -152,10 +161,17 @@ void register_pair(const std::string& prefix, const Case& c, void (*old_fn)(benc
 }
 
 bool register_all() {
-  for (const auto& c : kConvCases) register_pair<ConvCase>("conv", c, conv_old, conv_packed);
-  register_pair<ConvCase>("conv_add", kConvCases[5], conv_add_old, conv_add_packed);  // the 1x1 conv_shortcut
-  for (const auto& c : kLinearCases) register_pair<LinearCase>("linear", c, linear_old, linear_packed);
-  register_pair<LinearCase>("linear_add", kLinearCases[2], linear_add_old, linear_add_packed);  // ff out + residual
+  for (const auto& c : kConvCases)
+    register_variants<ConvCase>("conv", c,
+                                {{"old", conv_old}, {"packed", conv_packed}, {"packed_bf16", conv_packed_bf16}});
+  // The 1x1 conv_shortcut.
+  register_variants<ConvCase>("conv_add", kConvCases[5], {{"old", conv_add_old}, {"packed", conv_add_packed}});
+  for (const auto& c : kLinearCases)
+    register_variants<LinearCase>(
+        "linear", c, {{"old", linear_old}, {"packed", linear_packed}, {"packed_bf16", linear_packed_bf16}});
+  // The feed-forward output plus the residual.
+  register_variants<LinearCase>("linear_add", kLinearCases[2],
+                                {{"old", linear_add_old}, {"packed", linear_add_packed}});
   return true;
 }
 

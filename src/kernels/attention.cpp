@@ -15,6 +15,10 @@
 //
 // Written against simd::Vec (vector_math.h): AVX-512 registers where the compiler targets
 // AVX-512, plain per-lane loops otherwise, with the same blocking and arithmetic.
+//
+// In bf16 both products run on bf16 pairs (simd::PairVec, one vdpbf16ps per two multiply-adds):
+// queries and keys are packed with channels in pairs, values and the probability tile with keys
+// in pairs. Scores, the softmax and the output accumulators stay float.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -23,6 +27,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/half.h"
 #include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "kernels/op_counter.h"
@@ -83,6 +88,34 @@ inline void broadcast_product(const float* a, int64_t a_step, const float* b, in
   }
 }
 
+// The same over bf16 pairs: each step takes two terms of the sum at once.
+template <int R>
+inline void broadcast_product(const uint32_t* a, int64_t a_step, const uint32_t* b, int64_t depth,
+                              Vec (&acc)[R][kQueryVecs]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < kQueryVecs; ++v) acc[r][v] = simd::zero();
+  for (int64_t k = 0; k < depth; ++k, a += a_step, b += kQueryBlock) {
+    simd::PairVec row[kQueryVecs];
+#pragma GCC unroll 4
+    for (int v = 0; v < kQueryVecs; ++v) row[v] = simd::load_pairs(b + v * kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      simd::PairVec ar = simd::broadcast_pair(a[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kQueryVecs; ++v) acc[r][v] = simd::pair_dot(acc[r][v], ar, row[v]);
+    }
+  }
+}
+
+// (first, second) rounded to bf16, as one pair.
+inline uint32_t bf16_pair(float first, float second) {
+  return static_cast<uint32_t>(float_to_bf16(first)) | static_cast<uint32_t>(float_to_bf16(second)) << 16;
+}
+
+int64_t channel_pairs(int64_t head_dim) { return (head_dim + 1) / 2; }
+
 // One head's keys in groups of kKeyRows: group g holds, channel by channel, the kKeyRows keys'
 // values side by side, so the QK micro-kernel reads it front to back. The last group is padded
 // with zero keys, whose scores are computed and never used.
@@ -99,12 +132,48 @@ void pack_keys(const float* k, const AttnShape& s, float* packed) {
   }
 }
 
-// scores^T rows [0, round_up(n, kKeyRows)) for the keys starting at packed key group `keys`.
+// bf16: the pack_keys layout with channels in pairs, (K[j][2c], K[j][2c + 1]) at
+// [(g * pairs + c) * kKeyRows + r]; an odd head size is padded with a zero channel.
+int64_t packed_key_pairs_size(const AttnShape& s) {
+  return (s.lk + kKeyRows - 1) / kKeyRows * kKeyRows * channel_pairs(s.head_dim);
+}
+
+void pack_key_pairs(const float* k, const AttnShape& s, uint32_t* packed) {
+  const int64_t d = s.head_dim, pairs = channel_pairs(d), groups = (s.lk + kKeyRows - 1) / kKeyRows;
+  for (int64_t g = 0; g < groups; ++g) {
+    uint32_t* group = packed + g * pairs * kKeyRows;
+    for (int r = 0; r < kKeyRows; ++r) {
+      const int64_t j = g * kKeyRows + r;
+      for (int64_t c = 0; c < pairs; ++c) {
+        float first = j < s.lk ? k[j * s.channels + 2 * c] : 0.0f;
+        float second = j < s.lk && 2 * c + 1 < d ? k[j * s.channels + 2 * c + 1] : 0.0f;
+        group[c * kKeyRows + r] = bf16_pair(first, second);
+      }
+    }
+  }
+}
+
+// bf16: one head's values with keys in pairs, (V[2j][c], V[2j + 1][c]) at [j * head_dim + c]; an
+// odd key count is padded with a zero key.
+int64_t packed_value_pairs_size(const AttnShape& s) { return (s.lk + 1) / 2 * s.head_dim; }
+
+void pack_value_pairs(const float* v, const AttnShape& s, uint32_t* packed) {
+  for (int64_t j = 0; j < (s.lk + 1) / 2; ++j) {
+    const float* first = v + 2 * j * s.channels;
+    const float* second = 2 * j + 1 < s.lk ? v + (2 * j + 1) * s.channels : nullptr;
+    for (int64_t c = 0; c < s.head_dim; ++c)
+      packed[j * s.head_dim + c] = bf16_pair(first[c], second ? second[c] : 0.0f);
+  }
+}
+
+// scores^T rows [0, round_up(n, kKeyRows)) for the keys starting at packed key group `keys`, over
+// `depth` channels (float) or channel pairs (bf16).
 // Not inlined: its 24 accumulators need the registers that the softmax's constants would hold.
-[[gnu::noinline]] void compute_scores(const float* keys, const float* queries_t, int64_t d, int n, float* tile) {
+template <class T>
+[[gnu::noinline]] void compute_scores(const T* keys, const T* queries_t, int64_t depth, int n, float* tile) {
   for (int j = 0; j < n; j += kKeyRows) {
     Vec acc[kKeyRows][kQueryVecs];
-    broadcast_product<kKeyRows>(keys + (j / kKeyRows) * d * kKeyRows, kKeyRows, queries_t, d, acc);
+    broadcast_product<kKeyRows>(keys + (j / kKeyRows) * depth * kKeyRows, kKeyRows, queries_t, depth, acc);
     for (int r = 0; r < kKeyRows; ++r)
       for (int v = 0; v < kQueryVecs; ++v) simd::store(tile + (j + r) * kQueryBlock + v * kLanes, acc[r][v]);
   }
@@ -163,8 +232,9 @@ struct OnlineSoftmax {
 
 // out^T rows [0, R) = out^T * rescale + sum over the tile's n keys of V[j][c] * P^T[j].
 // Like the softmax sum, the tile's contribution is accumulated from zero before it is added.
-template <int R>
-void accumulate_channels(const float* values, int64_t ldv, const float* probs, int n, const QueryVecs& rescale,
+// `n` counts keys (float) or key pairs (bf16).
+template <int R, class T>
+void accumulate_channels(const T* values, int64_t ldv, const T* probs, int n, const QueryVecs& rescale,
                          float* out_t) {
   Vec acc[R][kQueryVecs];
   broadcast_product<R>(values, ldv, probs, n, acc);
@@ -178,22 +248,25 @@ void accumulate_channels(const float* values, int64_t ldv, const float* probs, i
   }
 }
 
-using ChannelKernel = void (*)(const float*, int64_t, const float*, int, const QueryVecs&, float*);
+template <class T>
+using ChannelKernel = void (*)(const T*, int64_t, const T*, int, const QueryVecs&, float*);
 
-template <size_t... RowsMinusOne>
+template <class T, size_t... RowsMinusOne>
 constexpr auto make_channel_kernels(std::index_sequence<RowsMinusOne...>) {
-  return std::array<ChannelKernel, sizeof...(RowsMinusOne)>{&accumulate_channels<RowsMinusOne + 1>...};
+  return std::array<ChannelKernel<T>, sizeof...(RowsMinusOne)>{&accumulate_channels<RowsMinusOne + 1, T>...};
 }
-constexpr auto kChannelKernels = make_channel_kernels(std::make_index_sequence<kMaxChannelRows>{});
+template <class T>
+constexpr auto kChannelKernels = make_channel_kernels<T>(std::make_index_sequence<kMaxChannelRows>{});
 
 // out^T = out^T * rescale + V_tile^T P^T for the whole head. The channels are split into equal
 // blocks (40 = 4 x 10, not 3 x 12 + 4) so that no call is left with a few, badly used rows.
-void accumulate_values(const float* values, int64_t ldv, int64_t d, const float* probs, int n, const QueryVecs& rescale,
+template <class T>
+void accumulate_values(const T* values, int64_t ldv, int64_t d, const T* probs, int n, const QueryVecs& rescale,
                        float* out_t) {
   const int64_t blocks = (d + kMaxChannelRows - 1) / kMaxChannelRows;
   for (int64_t blk = 0, c0 = 0; blk < blocks; ++blk) {
     int64_t rows = d / blocks + (blk < d % blocks ? 1 : 0);
-    kChannelKernels[rows - 1](values + c0, ldv, probs, n, rescale, out_t + c0 * kQueryBlock);
+    kChannelKernels<T>[rows - 1](values + c0, ldv, probs, n, rescale, out_t + c0 * kQueryBlock);
     c0 += rows;
   }
 }
@@ -205,6 +278,7 @@ struct Problem {
   int heads;
   float scale;
   bool causal;
+  bool bf16;
 };
 
 // Query blocks per task, at most. They take turns on each key block while its K and V are hot in
@@ -226,6 +300,7 @@ struct QueryBlock {
   int64_t first, rows;  // queries [first, first + rows)
   int64_t key_end;      // keys [0, key_end) are visible to some query of the block
   float* queries_t;     // (scale Q)^T [head_dim][kQueryBlock]
+  uint32_t* query_pairs;  // bf16: the same rounded, channels in pairs [channel_pairs][kQueryBlock]
   float* out_t;         // unnormalised out^T [head_dim][kQueryBlock]
   OnlineSoftmax softmax;
 };
@@ -233,15 +308,24 @@ struct QueryBlock {
 // Per-thread working memory: one head's packed keys, and O(head_dim x kQueryBlock + kKeyBlock x
 // kQueryBlock) floats per query block.
 struct Workspace {
-  Tensor keys;  // pack_keys layout, for head `keys_head` (batch * heads + head)
+  Tensor keys;  // pack_keys layout (float only), for head `keys_head` (batch * heads + head)
   int64_t keys_head = -1;
   Tensor queries_t, out_t;  // kMaxBlocksPerTask x [head_dim][kQueryBlock]
   Tensor tile;              // scores^T, then P^T, [kKeyBlock][kQueryBlock]
-  explicit Workspace(const AttnShape& s)
-      : keys(Tensor::empty({packed_keys_size(s)})),
+  // bf16 only: pack_key_pairs and pack_value_pairs of head `keys_head`, the blocks' query pairs,
+  // and the probability tile in key pairs [kKeyBlock / 2][kQueryBlock].
+  std::vector<uint32_t> key_pairs, value_pairs, query_pairs, prob_pairs;
+  Workspace(const AttnShape& s, bool bf16)
+      : keys(Tensor::empty({bf16 ? 0 : packed_keys_size(s)})),
         queries_t(Tensor::empty({kMaxBlocksPerTask, s.head_dim, kQueryBlock})),
         out_t(Tensor::empty({kMaxBlocksPerTask, s.head_dim, kQueryBlock})),
-        tile(Tensor::empty({kKeyBlock, kQueryBlock})) {}
+        tile(Tensor::empty({kKeyBlock, kQueryBlock})) {
+    if (!bf16) return;
+    key_pairs.resize(packed_key_pairs_size(s));
+    value_pairs.resize(packed_value_pairs_size(s));
+    query_pairs.resize(kMaxBlocksPerTask * channel_pairs(s.head_dim) * kQueryBlock);
+    prob_pairs.resize(kKeyBlock / 2 * kQueryBlock);
+  }
 };
 
 // (scale Q)^T, 16 x 16 tiles at a time. Lanes past the last query are zero queries: harmless
@@ -258,6 +342,26 @@ void pack_query_block(const float* q, int64_t ldq, int64_t rows, int64_t d, floa
       for (int c = 0; c < cols; ++c) simd::store(queries_t + (c0 + c) * kQueryBlock + i0, simd::mul(tile[c], scale_v));
     }
   }
+}
+
+// bf16: (scale Q)^T rounded, channels in pairs; an odd head size is padded with a zero channel.
+void round_queries_to_pairs(const float* queries_t, int64_t d, uint32_t* query_pairs) {
+  for (int64_t c = 0; c < channel_pairs(d); ++c)
+    for (int v = 0; v < kQueryVecs; ++v) {
+      Vec first = simd::load(queries_t + 2 * c * kQueryBlock + v * kLanes);
+      Vec second = 2 * c + 1 < d ? simd::load(queries_t + (2 * c + 1) * kQueryBlock + v * kLanes) : simd::zero();
+      simd::store_pairs(query_pairs + c * kQueryBlock + v * kLanes, simd::round_to_pairs(first, second));
+    }
+}
+
+// bf16: P^T rows [0, n) rounded, keys in pairs; an odd n is padded with a zero row.
+void round_probs_to_pairs(const float* tile, int n, uint32_t* prob_pairs) {
+  for (int j = 0; j < (n + 1) / 2; ++j)
+    for (int v = 0; v < kQueryVecs; ++v) {
+      Vec first = simd::load(tile + 2 * j * kQueryBlock + v * kLanes);
+      Vec second = 2 * j + 1 < n ? simd::load(tile + (2 * j + 1) * kQueryBlock + v * kLanes) : simd::zero();
+      simd::store_pairs(prob_pairs + j * kQueryBlock + v * kLanes, simd::round_to_pairs(first, second));
+    }
 }
 
 // out = out^T / sum, transposed back 16 x 16 at a time into the block's rows of `out`.
@@ -278,15 +382,25 @@ void write_output(const QueryBlock& qb, int64_t d, float* out, int64_t ldo) {
 }
 
 // One key block [j0, j0 + n) for one query block: scores, mask, online softmax, P V.
-void attend_key_block(const Problem& p, const float* keys, const float* values, int64_t j0, QueryBlock& qb,
-                      float* tile) {
-  const int64_t d = p.shape.head_dim, ldv = p.shape.channels;
+// `values` is V in place (float) or unused (bf16, which reads the workspace's value pairs).
+void attend_key_block(const Problem& p, Workspace& w, const float* values, int64_t j0, QueryBlock& qb) {
+  const int64_t d = p.shape.head_dim, ldv = p.shape.channels, pairs = channel_pairs(d);
   const int n = static_cast<int>(std::min<int64_t>(kKeyBlock, qb.key_end - j0));
-  compute_scores(keys + j0 * d, qb.queries_t, d, n, tile);
+  float* tile = w.tile.data();
+  if (p.bf16)
+    compute_scores(w.key_pairs.data() + j0 * pairs, qb.query_pairs, pairs, n, tile);
+  else
+    compute_scores(w.keys.data() + j0 * d, qb.queries_t, d, n, tile);
   if (p.causal) mask_future_keys(tile, j0, n, qb.first);
   QueryVecs rescale;
   qb.softmax.step(tile, n, rescale);
-  accumulate_values(values + j0 * ldv, ldv, d, tile, n, rescale, qb.out_t);
+  if (p.bf16) {
+    // j0 is a multiple of kKeyBlock, which is even: the block starts on a whole key pair.
+    round_probs_to_pairs(tile, n, w.prob_pairs.data());
+    accumulate_values(w.value_pairs.data() + j0 / 2 * d, d, d, w.prob_pairs.data(), (n + 1) / 2, rescale, qb.out_t);
+  } else {
+    accumulate_values(values + j0 * ldv, ldv, d, tile, n, rescale, qb.out_t);
+  }
 }
 
 // Query blocks [first_block, first_block + blocks) of head h of batch b.
@@ -295,11 +409,17 @@ void attend_query_blocks(const Problem& p, int64_t b, int64_t h, int64_t first_b
   const int64_t d = s.head_dim, head = h * d;
   // A thread's tasks are consecutive, so it packs each head it visits once (twice at most for the
   // head it shares with a neighbour), and no thread ever waits for another's packing.
+  const float* keys = p.k + b * s.lk * s.channels + head;
+  const float* values = p.v + b * s.lk * s.channels + head;
   if (w.keys_head != b * p.heads + h) {
-    pack_keys(p.k + b * s.lk * s.channels + head, s, w.keys.data());
+    if (p.bf16) {
+      pack_key_pairs(keys, s, w.key_pairs.data());
+      pack_value_pairs(values, s, w.value_pairs.data());
+    } else {
+      pack_keys(keys, s, w.keys.data());
+    }
     w.keys_head = b * p.heads + h;
   }
-  const float* values = p.v + b * s.lk * s.channels + head;
 
   QueryBlock qbs[kMaxBlocksPerTask];
   int64_t key_end = 0;
@@ -312,31 +432,38 @@ void attend_query_blocks(const Problem& p, int64_t b, int64_t h, int64_t first_b
     qb.queries_t = w.queries_t.data() + g * d * kQueryBlock;
     qb.out_t = w.out_t.data() + g * d * kQueryBlock;
     pack_query_block(p.q + (b * s.lq + qb.first) * s.channels + head, s.channels, qb.rows, d, p.scale, qb.queries_t);
+    qb.query_pairs = nullptr;
+    if (p.bf16) {
+      qb.query_pairs = w.query_pairs.data() + g * channel_pairs(d) * kQueryBlock;
+      round_queries_to_pairs(qb.queries_t, d, qb.query_pairs);
+    }
     std::fill_n(qb.out_t, d * kQueryBlock, 0.0f);
     key_end = std::max(key_end, qb.key_end);
   }
   for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock)
     for (int g = 0; g < blocks; ++g)
-      if (j0 < qbs[g].key_end) attend_key_block(p, w.keys.data(), values, j0, qbs[g], w.tile.data());
+      if (j0 < qbs[g].key_end) attend_key_block(p, w, values, j0, qbs[g]);
   for (int g = 0; g < blocks; ++g)
     write_output(qbs[g], d, p.out + (b * s.lq + qbs[g].first) * s.channels + head, s.channels);
 }
 
 }  // namespace
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) {
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal,
+                 Precision precision) {
   count_attention_macs(q, k);
   const AttnShape s = check_attention(q, k, v, heads);
   SDRT_CHECK(s.lk > 0, "attention: softmax over zero keys");
   Tensor out = Tensor::empty(q.shape());
-  const Problem p{s, q.data(), k.data(), v.data(), out.data(), heads, scale, causal};
+  const bool bf16 = precision == Precision::bf16;
+  const Problem p{s, q.data(), k.data(), v.data(), out.data(), heads, scale, causal, bf16};
   const int64_t query_blocks = (s.lq + kQueryBlock - 1) / kQueryBlock;
   const int group = blocks_per_task(s.batch * heads, query_blocks);
   const int64_t groups = (query_blocks + group - 1) / group;
   const int64_t tasks = s.batch * heads * groups;
 #pragma omp parallel
   {
-    Workspace w(s);
+    Workspace w(s, bf16);
     // Static: each thread gets a run of consecutive tasks, i.e. few heads, whose K and V it reuses.
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {

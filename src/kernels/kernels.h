@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -27,6 +28,15 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                     int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// ---- Compute precision of the packed convolution and linear kernels (packed_conv2d.h,
+// packed_linear.h). bf16: weights stored in bf16 and activations rounded to bf16 on their way
+// into the primitive; products accumulate in f32 and outputs stay f32, so norms, softmax and
+// everything between layers keep f32. Halves the weights' memory.
+enum class Precision { f32, bf16 };
+// "fp32"/"f32" or "bf16"; throws on anything else.
+Precision precision_from_name(const std::string& name);
+const char* precision_name(Precision p);  // "fp32" or "bf16"
 
 // ---- Linear (linear.cpp): y[..., out] = x[..., in] * W[out, in]^T + b[out]. `bias` may be undefined.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
@@ -57,8 +67,10 @@ void apply_activation(Tensor& x, Activation act);
 Tensor geglu(const Tensor& x);
 
 // ---- Attention (attention.cpp): q [B, Lq, heads*d], k and v [B, Lk, heads*d] -> [B, Lq, heads*d].
-// softmax(q k^T * scale) v per head; `causal` masks key j > query i.
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal = false);
+// softmax(q k^T * scale) v per head; `causal` masks key j > query i. bf16 rounds q, k, v and the
+// softmax probabilities to bf16 for the two products; scores, softmax and sums stay f32.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal = false,
+                 Precision precision = Precision::f32);
 Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale,
                            bool causal = false);
 

@@ -4,6 +4,8 @@
 #include <compare>
 #include <optional>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/conv_linear_shapes.h"
@@ -65,12 +67,14 @@ struct PackedConv2d::Impl {
   Shape weight_shape;
   Tensor bias;
   Conv2dParams params;
+  Precision precision;
   mutable PlanCache<PlanKey, ConvPlan> plans;
 
-  Impl(Tensor weight, Tensor bias_, Conv2dParams params_)
+  Impl(Tensor weight, Tensor bias_, Conv2dParams params_, Precision precision_)
       : weight_shape(weight.shape()),
         bias(std::move(bias_)),
         params(params_),
+        precision(precision_),
         plans(std::move(weight), memory::desc(weight_shape, dt::f32, tag::oihw), kMaxCachedPlans) {}
 
   ConvShape shape_of(const Shape& x_shape) const {
@@ -80,7 +84,7 @@ struct PackedConv2d::Impl {
   ConvPd primitive_desc(const ConvShape& s, const memory::desc& src, const memory::desc& dst,
                         bool accumulate) const {
     using namespace dnnl;
-    memory::desc weights_any({s.o, s.c, s.kh, s.kw}, dt::f32, tag::any);
+    memory::desc weights_any({s.o, s.c, s.kh, s.kw}, compute_data_type(precision), tag::any);
     memory::dims strides{params.stride, params.stride};
     memory::dims pad_l{params.pad_top, params.pad_left}, pad_r{params.pad_bottom, params.pad_right};
     auto desc = bias.defined() ? convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct,
@@ -92,16 +96,28 @@ struct PackedConv2d::Impl {
   }
 
   // The convolution for this shape, accumulating into its destination when asked and the destination is NCHW
-  // (otherwise the output reorder accumulates).
+  // (otherwise the output reorder accumulates). The destination is always f32; in bf16 the source is
+  // bf16, so even an NCHW convolution gets its input through a (converting) reorder.
   ConvPd choose_primitive_desc(const ConvShape& s, bool accumulate) const {
-    memory::desc nchw_src = nchw_desc(s.n, s.c, s.h, s.w), nchw_dst = nchw_desc(s.n, s.o, s.oh, s.ow);
+    dt src_type = compute_data_type(precision);
+    memory::desc nchw_src({s.n, s.c, s.h, s.w}, src_type, tag::nchw), nchw_dst = nchw_desc(s.n, s.o, s.oh, s.ow);
+    memory::desc any_src({s.n, s.c, s.h, s.w}, src_type, tag::any), any_dst({s.n, s.o, s.oh, s.ow}, dt::f32, tag::any);
+    // Candidate layouts, best first; the first with an optimised kernel wins. oneDNN's own layout
+    // comes last where NCHW is preferred, for the shapes where NCHW has only the reference kernel
+    // (which happens in bf16).
+    std::vector<std::pair<memory::desc, memory::desc>> layouts;
+    if (worth_reordering_activations(s)) layouts.emplace_back(any_src, any_dst);
+    layouts.emplace_back(nchw_src, nchw_dst);
+    if (!worth_reordering_activations(s)) layouts.emplace_back(any_src, any_dst);
     std::optional<ConvPd> pd;
-    if (worth_reordering_activations(s)) {
-      memory::desc any_src({s.n, s.c, s.h, s.w}, dt::f32, tag::any), any_dst({s.n, s.o, s.oh, s.ow}, dt::f32, tag::any);
-      pd = primitive_desc(s, any_src, any_dst, false);
-      if (is_reference_implementation(*pd)) pd.reset();  // no optimised kernel for this shape: NCHW is faster
+    for (const auto& [src, dst] : layouts) {
+      ConvPd candidate = primitive_desc(s, src, dst, false);
+      if (!is_reference_implementation(candidate)) {
+        pd = candidate;
+        break;
+      }
+      if (!pd) pd = candidate;
     }
-    if (!pd) pd = primitive_desc(s, nchw_src, nchw_dst, false);
     if (accumulate && pd->dst_desc() == nchw_dst) pd = primitive_desc(s, pd->src_desc(), pd->dst_desc(), true);
     return *pd;
   }
@@ -174,11 +190,11 @@ struct PackedConv2d::Impl {
   }
 };
 
-PackedConv2d::PackedConv2d(Tensor weight, Tensor bias, Conv2dParams params) {
+PackedConv2d::PackedConv2d(Tensor weight, Tensor bias, Conv2dParams params, Precision precision) {
   SDRT_CHECK(weight.rank() == 4, "packed conv2d: weight must be [O, C, kh, kw], got ", shape_str(weight.shape()));
   SDRT_CHECK(!bias.defined() || bias.numel() == weight.dim(0), "packed conv2d: bias ", shape_str(bias.shape()),
              " does not match weight ", shape_str(weight.shape()));
-  impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), params);
+  impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), params, precision);
   impl_->pack_for_nominal_input();
 }
 
@@ -205,6 +221,7 @@ int64_t PackedConv2d::in_channels() const { return impl_->weight_shape[1]; }
 int64_t PackedConv2d::out_channels() const { return impl_->weight_shape[0]; }
 const Shape& PackedConv2d::weight_shape() const { return impl_->weight_shape; }
 const Conv2dParams& PackedConv2d::params() const { return impl_->params; }
+Precision PackedConv2d::precision() const { return impl_->precision; }
 
 size_t PackedConv2d::weight_bytes() const { return impl_->plans.weight_bytes(); }
 size_t PackedConv2d::cached_plans() const { return impl_->plans.size(); }

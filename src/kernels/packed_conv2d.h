@@ -9,6 +9,7 @@
 // preferred layout and back, which lets it use its direct (brgemm) convolution instead of
 // im2col + GEMM on NCHW; 1x1 and few-channel convolutions stay on NCHW, where the two reorders
 // would cost more than they save. See benchmarks/bench_conv_linear.cpp for the measurements.
+// In bf16 the input reorder also converts to bf16, so every bf16 convolution has one.
 #pragma once
 
 #include <memory>
@@ -22,8 +23,9 @@ class PackedConv2d {
  public:
   // weight [O, C, kh, kw], bias [O] or undefined. Packs the weights now and keeps no reference to
   // `weight` afterwards (except where the preferred layout is the unpacked one, as for 1x1
-  // convolutions), so handing over the last reference frees the unpacked copy.
-  PackedConv2d(Tensor weight, Tensor bias, Conv2dParams params);
+  // convolutions), so handing over the last reference frees the unpacked copy. `precision` bf16
+  // stores the weights in bf16 and rounds the input to bf16 (see Precision).
+  PackedConv2d(Tensor weight, Tensor bias, Conv2dParams params, Precision precision = Precision::f32);
   ~PackedConv2d();
   PackedConv2d(const PackedConv2d&) = delete;
   PackedConv2d& operator=(const PackedConv2d&) = delete;
@@ -38,6 +40,7 @@ class PackedConv2d {
   int64_t out_channels() const;
   const Shape& weight_shape() const;
   const Conv2dParams& params() const;
+  Precision precision() const;
   // Bytes of weights held: every packed layout, plus the unpacked tensor while still referenced.
   size_t weight_bytes() const;
   // Input shapes that have a cached plan.

@@ -1,6 +1,7 @@
 #include "kernels/packed_linear.h"
 
 #include <compare>
+#include <optional>
 
 #include "core/error.h"
 #include "kernels/conv_linear_shapes.h"
@@ -29,7 +30,8 @@ struct PlanKey {
 
 struct LinearPlan {
   dnnl::matmul matmul;
-  memory::desc src, dst, scratchpad;
+  memory::desc user_src, src, dst, scratchpad;
+  std::optional<dnnl::reorder> to_src;  // f32 -> bf16 input conversion, in bf16 only
   std::shared_ptr<const memory> weights;
 };
 
@@ -38,13 +40,15 @@ struct LinearPlan {
 struct PackedLinear::Impl {
   int64_t in, out;
   Tensor bias;
+  Precision precision;
   mutable PlanCache<PlanKey, LinearPlan> plans;
 
   // The weight [out, in] is the matmul's [in, out] operand stored transposed (format ba).
-  Impl(Tensor weight, Tensor bias_)
+  Impl(Tensor weight, Tensor bias_, Precision precision_)
       : in(weight.dim(1)),
         out(weight.dim(0)),
         bias(std::move(bias_)),
+        precision(precision_),
         plans(std::move(weight), memory::desc({in, out}, dt::f32, tag::ba), kMaxCachedPlans) {}
 
   LinearShape shape_of(const Shape& x_shape) const {
@@ -52,8 +56,9 @@ struct PackedLinear::Impl {
   }
 
   dnnl::matmul::primitive_desc primitive_desc(int64_t rows, bool accumulate) const {
-    memory::desc src({rows, in}, dt::f32, tag::ab), dst({rows, out}, dt::f32, tag::ab);
-    memory::desc weights_any({in, out}, dt::f32, tag::any);
+    dt compute_type = compute_data_type(precision);
+    memory::desc src({rows, in}, compute_type, tag::ab), dst({rows, out}, dt::f32, tag::ab);
+    memory::desc weights_any({in, out}, compute_type, tag::any);
     auto desc = bias.defined() ? dnnl::matmul::desc(src, weights_any, memory::desc({1, out}, dt::f32, tag::ab), dst)
                                : dnnl::matmul::desc(src, weights_any, dst);
     return dnnl::matmul::primitive_desc(desc, packed_kernel_attr(accumulate), cpu_engine());
@@ -63,9 +68,15 @@ struct PackedLinear::Impl {
     auto pd = primitive_desc(rows, accumulate);
     auto plan = std::make_shared<LinearPlan>();
     plan->matmul = dnnl::matmul(pd);
+    plan->user_src = memory::desc({rows, in}, dt::f32, tag::ab);
     plan->src = pd.src_desc();
     plan->dst = pd.dst_desc();
     plan->scratchpad = pd.scratchpad_desc();
+    if (plan->src != plan->user_src) {
+      dnnl::reorder::primitive_desc r(cpu_engine(), plan->user_src, cpu_engine(), plan->src, packed_kernel_attr(false));
+      SDRT_CHECK(r.scratchpad_desc().get_size() == 0, "packed linear: input conversion needs a scratchpad");
+      plan->to_src = dnnl::reorder(r);
+    }
     plan->weights = weights.in_layout(pd.weights_desc());
     return plan;
   }
@@ -79,24 +90,32 @@ struct PackedLinear::Impl {
 
   // y = x W^T + b, or y += x W^T + b with a plan made for accumulating.
   void run(const LinearPlan& plan, const Tensor& x, Tensor& y) const {
+    dnnl::stream& stream = cpu_stream();
     Scratchpad scratchpad(plan.scratchpad.get_size());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, wrap_memory(plan.src, x.data())},
+    memory src = wrap_memory(plan.user_src, x.data());
+    Tensor src_buffer;  // the input in the matmul's data type, when it differs
+    if (plan.to_src) {
+      src_buffer = buffer_for(plan.src);
+      memory converted = wrap_memory(plan.src, src_buffer.data());
+      plan.to_src->execute(stream, src, converted);
+      src = converted;
+    }
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src},
                                          {DNNL_ARG_WEIGHTS, *plan.weights},
                                          {DNNL_ARG_DST, wrap_memory(plan.dst, y.data())}};
     if (bias.defined()) args.emplace(DNNL_ARG_BIAS, wrap_memory(memory::desc({1, out}, dt::f32, tag::ab), bias.data()));
     scratchpad.add_to(args, plan.scratchpad);
-    dnnl::stream& stream = cpu_stream();
     plan.matmul.execute(stream, args);
     stream.wait();
   }
 };
 
-PackedLinear::PackedLinear(Tensor weight, Tensor bias) {
+PackedLinear::PackedLinear(Tensor weight, Tensor bias, Precision precision) {
   SDRT_CHECK(weight.rank() == 2 && weight.numel() > 0, "packed linear: weight must be a non-empty [out, in], got ",
              shape_str(weight.shape()));
   SDRT_CHECK(!bias.defined() || bias.numel() == weight.dim(0), "packed linear: bias ", shape_str(bias.shape()),
              " does not match weight ", shape_str(weight.shape()));
-  impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias));
+  impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), precision);
   impl_->pack_for_nominal_input();
 }
 
@@ -121,6 +140,7 @@ void PackedLinear::accumulate(const Tensor& x, Tensor& acc) const {
 
 int64_t PackedLinear::in_features() const { return impl_->in; }
 int64_t PackedLinear::out_features() const { return impl_->out; }
+Precision PackedLinear::precision() const { return impl_->precision; }
 
 size_t PackedLinear::weight_bytes() const { return impl_->plans.weight_bytes(); }
 size_t PackedLinear::cached_plans() const { return impl_->plans.size(); }

@@ -4,20 +4,23 @@
 // Runs the oneDNN matmul primitive with the weights reordered once into the layout its brgemm
 // implementation prefers and the bias fused, one cached primitive per row count. On SD's shapes
 // this is as fast as or faster than dnnl_sgemm on unpacked weights (which re-packs them on every
-// call); see benchmarks/bench_conv_linear.cpp.
+// call); see benchmarks/bench_conv_linear.cpp. In bf16 the input is converted to bf16 by a
+// cached reorder before the matmul (one extra pass over the input, not the output).
 #pragma once
 
 #include <memory>
 
 #include "core/tensor.h"
+#include "kernels/kernels.h"
 
 namespace sdrt::kernels {
 
 class PackedLinear {
  public:
   // weight [out, in], bias [out] or undefined. Packs the weights now and keeps no reference to
-  // `weight` afterwards, so handing over the last reference frees the unpacked copy.
-  PackedLinear(Tensor weight, Tensor bias);
+  // `weight` afterwards, so handing over the last reference frees the unpacked copy. `precision`
+  // bf16 stores the weights in bf16 and rounds the input to bf16 (see Precision).
+  PackedLinear(Tensor weight, Tensor bias, Precision precision = Precision::f32);
   ~PackedLinear();
   PackedLinear(const PackedLinear&) = delete;
   PackedLinear& operator=(const PackedLinear&) = delete;
@@ -30,6 +33,7 @@ class PackedLinear {
 
   int64_t in_features() const;
   int64_t out_features() const;
+  Precision precision() const;
   // Bytes of weights held: every packed layout, plus the unpacked tensor while still referenced.
   size_t weight_bytes() const;
   // Row counts that have a cached primitive.

@@ -7,9 +7,21 @@
 
 namespace sdrt::kernels {
 
-dnnl::memory wrap_memory(const dnnl::memory::desc& desc, const float* data) {
+Precision precision_from_name(const std::string& name) {
+  if (name == "fp32" || name == "f32") return Precision::f32;
+  if (name == "bf16") return Precision::bf16;
+  fail("unknown precision '", name, "' (expected fp32 or bf16)");
+}
+
+const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+
+dnnl::memory::data_type compute_data_type(Precision p) {
+  return p == Precision::bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+}
+
+dnnl::memory wrap_memory(const dnnl::memory::desc& desc, const void* data) {
   // oneDNN takes a mutable handle; sources are only read.
-  return dnnl::memory(desc, cpu_engine(), const_cast<float*>(data));
+  return dnnl::memory(desc, cpu_engine(), const_cast<void*>(data));
 }
 
 WeightLayouts::WeightLayouts(Tensor unpacked, const dnnl::memory::desc& unpacked_desc) {

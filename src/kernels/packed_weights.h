@@ -13,11 +13,15 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/kernels.h"
 
 namespace sdrt::kernels {
 
-// A float buffer as oneDNN memory of layout `desc`, without copying. The caller keeps it alive.
-dnnl::memory wrap_memory(const dnnl::memory::desc& desc, const float* data);
+// A buffer as oneDNN memory of layout `desc`, without copying. The caller keeps it alive.
+dnnl::memory wrap_memory(const dnnl::memory::desc& desc, const void* data);
+
+// The data type of a packed kernel's weights and source activations at precision `p`.
+dnnl::memory::data_type compute_data_type(Precision p);
 
 // One layer's weights in the layouts its primitives asked for (usually exactly one: oneDNN picks
 // the weight layout from the channel counts, not the input size).

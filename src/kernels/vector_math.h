@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <utility>
 
@@ -128,6 +129,45 @@ inline Vec exp(Vec x) {
   return {_mm512_maskz_scalef_ps(in_range, p, n)};
 }
 
+// ---- bf16 pairs (the bf16 products in attention.cpp). A PairVec holds, in each of its 16 lanes,
+// two bf16 values: the first of the pair in the low 16 bits. pair_dot multiplies two PairVecs lane
+// by lane and adds both products to a float vector, which is what AVX512_BF16's vdpbf16ps does in
+// one instruction; bf16 x bf16 products are exact in float, so only the additions round.
+
+struct PairVec {
+  __m512i v;
+};
+
+inline PairVec load_pairs(const uint32_t* p) { return {_mm512_loadu_si512(p)}; }
+inline void store_pairs(uint32_t* p, PairVec a) { _mm512_storeu_si512(p, a.v); }
+inline PairVec broadcast_pair(uint32_t x) { return {_mm512_set1_epi32(static_cast<int>(x))}; }
+
+// a and b rounded to bf16 (to nearest even; inputs must be finite), lane i holding (a[i], b[i]).
+// (The all-lanes zero-masking forms again, for the same GCC 12 warning as above.)
+inline PairVec round_to_pairs(Vec a, Vec b) {
+  auto rounded = [](__m512 x) {  // the float's bits + 0x7fff + (bit 16), whose top half is the bf16
+    __m512i bits = _mm512_castps_si512(x);
+    __m512i odd = _mm512_maskz_and_epi32(kAllLanes, _mm512_maskz_srli_epi32(kAllLanes, bits, 16), _mm512_set1_epi32(1));
+    return _mm512_maskz_add_epi32(kAllLanes, _mm512_maskz_add_epi32(kAllLanes, bits, _mm512_set1_epi32(0x7fff)), odd);
+  };
+  __m512i low = _mm512_maskz_srli_epi32(kAllLanes, rounded(a.v), 16);
+  __m512i high = _mm512_maskz_and_epi32(kAllLanes, rounded(b.v), _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+  return {_mm512_maskz_or_epi32(kAllLanes, low, high)};
+}
+
+inline Vec pair_dot(Vec acc, PairVec a, PairVec b) {
+#ifdef __AVX512BF16__
+  return {_mm512_dpbf16_ps(acc.v, (__m512bh)a.v, (__m512bh)b.v)};
+#else
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  __m512 a_low = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAllLanes, a.v, 16));
+  __m512 b_low = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAllLanes, b.v, 16));
+  __m512 a_high = _mm512_castsi512_ps(_mm512_maskz_and_epi32(kAllLanes, a.v, high_half));
+  __m512 b_high = _mm512_castsi512_ps(_mm512_maskz_and_epi32(kAllLanes, b.v, high_half));
+  return {_mm512_fmadd_ps(a_high, b_high, _mm512_fmadd_ps(a_low, b_low, acc.v))};
+#endif
+}
+
 #else  // portable lane loops
 
 struct Vec {
@@ -206,6 +246,49 @@ inline float exp_lane(float x) {
 
 inline Vec exp(Vec x) {
   return per_lane([&](int i) { return exp_lane(x.v[i]); });
+}
+
+struct PairVec {
+  uint32_t v[kLanes];
+};
+
+inline PairVec load_pairs(const uint32_t* p) {
+  PairVec r;
+  for (int i = 0; i < kLanes; ++i) r.v[i] = p[i];
+  return r;
+}
+inline void store_pairs(uint32_t* p, PairVec a) {
+  for (int i = 0; i < kLanes; ++i) p[i] = a.v[i];
+}
+inline PairVec broadcast_pair(uint32_t x) {
+  PairVec r;
+  for (int i = 0; i < kLanes; ++i) r.v[i] = x;
+  return r;
+}
+
+inline uint32_t rounded_bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits + 0x7fffu + ((bits >> 16) & 1u);
+}
+inline float pair_half(uint32_t pair, bool high) {
+  uint32_t bits = high ? (pair & 0xffff0000u) : (pair << 16);
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+inline PairVec round_to_pairs(Vec a, Vec b) {
+  PairVec r;
+  for (int i = 0; i < kLanes; ++i) r.v[i] = (rounded_bits(a.v[i]) >> 16) | (rounded_bits(b.v[i]) & 0xffff0000u);
+  return r;
+}
+
+inline Vec pair_dot(Vec acc, PairVec a, PairVec b) {
+  return per_lane([&](int i) {
+    float low = std::fma(pair_half(a.v[i], false), pair_half(b.v[i], false), acc.v[i]);
+    return std::fma(pair_half(a.v[i], true), pair_half(b.v[i], true), low);
+  });
 }
 
 #endif

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/half.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "kernels/vector_math.h"
@@ -115,6 +116,31 @@ TEST(VectorLeadingLanes, TouchOnlyTheFirstN) {
   }
 }
 
+TEST(VectorPairs, RoundLikeFloatToBf16AndDotBothHalves) {
+  alignas(64) float a[simd::kLanes], b[simd::kLanes], acc[simd::kLanes];
+  alignas(64) uint32_t pairs[simd::kLanes];
+  for (int l = 0; l < simd::kLanes; ++l) {
+    a[l] = 1.0f + static_cast<float>(l) / 3.0f;    // needs rounding
+    b[l] = -0.001f * static_cast<float>(l * l + 1);
+  }
+  b[3] = 1.0f + 1.0f / 256.0f;  // halfway between two bf16 values: ties to even (1.0)
+  b[4] = 1.0f + 3.0f / 256.0f;  // halfway, rounds up to the even 1 + 2/128
+  simd::PairVec p = simd::round_to_pairs(simd::load(a), simd::load(b));
+  simd::store_pairs(pairs, p);
+  for (int l = 0; l < simd::kLanes; ++l) {
+    EXPECT_EQ(pairs[l] & 0xffffu, float_to_bf16(a[l])) << l;
+    EXPECT_EQ(pairs[l] >> 16, float_to_bf16(b[l])) << l;
+  }
+  EXPECT_EQ(bf16_to_float(static_cast<uint16_t>(pairs[3] >> 16)), 1.0f);
+  EXPECT_EQ(bf16_to_float(static_cast<uint16_t>(pairs[4] >> 16)), 1.0f + 2.0f / 128.0f);
+  // (a, b) . (a, b) + 1 per lane, with the rounded values.
+  simd::store(acc, simd::pair_dot(simd::broadcast(1.0f), p, p));
+  for (int l = 0; l < simd::kLanes; ++l) {
+    double ra = bf16_to_float(float_to_bf16(a[l])), rb = bf16_to_float(float_to_bf16(b[l]));
+    EXPECT_NEAR(acc[l], 1.0 + ra * ra + rb * rb, 1e-6 * (1.0 + ra * ra + rb * rb)) << l;
+  }
+}
+
 struct AttentionCase {
   int64_t batch, lq, lk;
   int heads;
@@ -173,6 +199,41 @@ TEST(FusedAttention, CausalMatchesReference) {
   };
   uint64_t seed = 200;
   for (const AttentionCase& c : cases) expect_matches_reference(c, seed += 3);
+}
+
+// bf16 rounds q, k, v and the probabilities: against the reference on rounded q, k and v what is
+// left is the probabilities' rounding (2^-9 relative each, averaging out over the keys).
+constexpr double kBf16RoundedInputsTol = 1e-2;
+
+Tensor rounded_to_bf16(const Tensor& t) {
+  Tensor r = t.clone();
+  for (int64_t i = 0; i < r.numel(); ++i) r[i] = bf16_to_float(float_to_bf16(r[i]));
+  return r;
+}
+
+TEST(FusedAttention, Bf16MatchesReferenceOnRoundedInputs) {
+  const AttentionCase cases[] = {
+      {1, 1, 1, 1, 4, false, 1},     {2, 7, 7, 2, 8, false, 1},      {2, 300, 77, 8, 40, false, 1},
+      {1, 77, 1025, 2, 80, false, 1}, {1, 65, 257, 20, 8, false, 1},  {1, 33, 1025, 2, 160, false, 1},
+      {1, 97, 121, 3, 13, false, 1}, {1, 33, 121, 1, 24, false, 1},  {1, 256, 77, 16, 160, false, 1},
+      {1, 77, 77, 12, 64, true, 1},  {1, 300, 300, 2, 40, true, 1},  {1, 77, 300, 2, 40, true, 1},
+      {2, 33, 33, 3, 13, true, 1},   {1, 300, 7, 4, 4, false, 1},
+  };
+  uint64_t seed = 500;
+  for (const AttentionCase& c : cases) {
+    SCOPED_TRACE(describe(c));
+    const int64_t channels = c.heads * c.head_dim;
+    Tensor q = random_tokens(c.batch, c.lq, channels, seed += 3, c.input_scale);
+    Tensor k = random_tokens(c.batch, c.lk, channels, seed + 1, c.input_scale);
+    Tensor v = random_tokens(c.batch, c.lk, channels, seed + 2, 1.0f);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    Tensor out = attention(q, k, v, c.heads, scale, c.causal, Precision::bf16);
+    Tensor rounded_reference =
+        attention_reference(rounded_to_bf16(q), rounded_to_bf16(k), rounded_to_bf16(v), c.heads, scale, c.causal);
+    EXPECT_REL_LE(out, rounded_reference, kBf16RoundedInputsTol);
+    EXPECT_GT(testing::compare(out, attention(q, k, v, c.heads, scale, c.causal)).max_abs, 0)
+        << "bf16 and f32 should differ";
+  }
 }
 
 // Scores in the hundreds and thousands: the running maximum jumps by far more than exp's range

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/half.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "kernels/op_counter.h"
@@ -42,6 +43,19 @@ Tensor plus(const Tensor& a, const Tensor& b) {
   add_inplace(sum, b);
   return sum;
 }
+
+// The tensor with every value rounded to bf16, as the bf16 kernels round their operands.
+Tensor rounded_to_bf16(const Tensor& t) {
+  Tensor r = t.clone();
+  for (int64_t i = 0; i < r.numel(); ++i) r[i] = bf16_to_float(float_to_bf16(r[i]));
+  return r;
+}
+
+// A bf16 product of bf16 operands is exact in f32 and accumulates in f32, so the bf16 kernels
+// should equal the f32 reference on rounded operands up to summation order. Against the
+// unrounded reference they differ by the rounding itself (about 2^-9 relative per operand).
+constexpr double kBf16RoundedTol = 1e-4;
+constexpr double kBf16Tol = 2e-2;
 
 struct ConvCase {
   const char* name;
@@ -88,6 +102,30 @@ TEST(PackedConv2d, AccumulatesIntoResidual) {
     // The plain call on the same layer still overwrites (its plan is a different one).
     EXPECT_REL_LE(conv(x), expected, kTol);
   }
+}
+
+TEST(PackedConv2d, Bf16MatchesReferenceOnRoundedOperands) {
+  for (const auto& c : kConvCases) {
+    SCOPED_TRACE(c.name);
+    Tensor x = random(c.x, 1), w = random(c.w, 2), b = c.bias ? random({c.w[0]}, 3) : Tensor();
+    PackedConv2d conv(w, b, c.p, Precision::bf16);
+    Tensor y = conv(x);
+    EXPECT_REL_LE(y, conv2d_reference(rounded_to_bf16(x), rounded_to_bf16(w), b, c.p), kBf16RoundedTol);
+    EXPECT_REL_LE(y, conv2d_reference(x, w, b, c.p), kBf16Tol);
+    Tensor residual = random(y.shape(), 7), acc = residual.clone();
+    conv.accumulate(x, acc);
+    EXPECT_REL_LE(acc, plus(residual, y), kBf16RoundedTol);
+  }
+}
+
+TEST(PackedConv2d, Bf16HoldsHalfTheWeightBytes) {
+  Tensor w = random({64, 32, 3, 3}, 43);
+  PackedConv2d conv(w, Tensor(), Conv2dParams::symmetric(1, 1), Precision::bf16);
+  EXPECT_EQ(conv.precision(), Precision::bf16);
+  EXPECT_EQ(conv.weight_bytes(), w.numel() * sizeof(uint16_t));
+  Tensor x = random({1, 32, 32, 32}, 45);  // the size the weights were packed for
+  EXPECT_REL_LE(conv(x), conv2d_reference(x, w, Tensor(), conv.params()), kBf16Tol);
+  EXPECT_EQ(conv.weight_bytes(), w.numel() * sizeof(uint16_t)) << "no f32 copy should come back";
 }
 
 TEST(PackedConv2d, SeveralInputShapesOnOneLayer) {
@@ -239,6 +277,29 @@ TEST(PackedLinear, AccumulatesIntoResidual) {
     EXPECT_REL_LE(acc, plus(residual, expected), kTol);
     EXPECT_REL_LE(linear(x), expected, kTol);
   }
+}
+
+TEST(PackedLinear, Bf16MatchesReferenceOnRoundedOperands) {
+  for (const auto& c : kLinearCases) {
+    SCOPED_TRACE(c.name);
+    Tensor x = random(c.x, 60), w = random({c.out, c.x.back()}, 61), b = c.bias ? random({c.out}, 62) : Tensor();
+    PackedLinear linear(w, b, Precision::bf16);
+    EXPECT_EQ(linear.precision(), Precision::bf16);
+    Tensor y = linear(x);
+    EXPECT_REL_LE(y, linear_reference(rounded_to_bf16(x), rounded_to_bf16(w), b), kBf16RoundedTol);
+    EXPECT_REL_LE(y, linear_reference(x, w, b), kBf16Tol);
+    Tensor residual = random(y.shape(), 66), acc = residual.clone();
+    linear.accumulate(x, acc);
+    EXPECT_REL_LE(acc, plus(residual, y), kBf16RoundedTol);
+  }
+}
+
+TEST(PackedLinear, Bf16HoldsHalfTheWeightBytes) {
+  Tensor w = random({64, 96}, 72);
+  PackedLinear linear(w, Tensor(), Precision::bf16);
+  EXPECT_EQ(linear.weight_bytes(), w.numel() * sizeof(uint16_t));
+  linear(random({5, 96}, 73));
+  EXPECT_EQ(linear.weight_bytes(), w.numel() * sizeof(uint16_t));
 }
 
 TEST(PackedLinear, SeveralRowCountsOnOneLayer) {
