@@ -46,7 +46,7 @@ Command add_bench_command(CLI::App& app) {
   cmd->add_option("--width,-W", b.width, "image width, a multiple of 8 (default: the model's native size)");
   cmd->add_option("--height,-H", b.height, "image height, a multiple of 8 (default: the model's native size)");
   cmd->add_option("--steps", b.steps, "denoising steps per run")->capture_default_str();
-  cmd->add_option("--precision", b.precision, "compute precision (bf16 is not implemented yet)")
+  cmd->add_option("--precision", b.precision, "compute precision of convolutions, linear layers and attention: fp32 or bf16")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   cmd->add_option("--batch", b.batch, "images per prompt (one batched run)")->capture_default_str();

@@ -24,6 +24,7 @@ struct GenerateOptions {
   std::string output = "sdrt-output.png";
   std::string latents_file, noise_file, output_tensor;
   int threads = 0;
+  std::string precision = "fp32";
   bool quiet = false;
 };
 
@@ -62,10 +63,11 @@ void run_generate(GenerateOptions& o) {
   if (!o.latents_file.empty()) o.params.latents = load_named(o.latents_file, "latents");
   if (!o.noise_file.empty()) o.params.noise = load_named(o.noise_file, "noise");
 
-  auto pipe = StableDiffusionPipeline::load(o.model);
+  auto pipe = StableDiffusionPipeline::load(o.model, kernels::precision_from_name(o.precision));
   if (!o.quiet)
-    std::fprintf(stderr, "model %s loaded in %.2f s; seed %llu; %d thread(s)\n", o.model.c_str(), pipe.load_seconds(),
-                 static_cast<unsigned long long>(o.params.seed), num_threads());
+    std::fprintf(stderr, "model %s loaded in %.2f s; seed %llu; %d thread(s); %s\n", o.model.c_str(),
+                 pipe.load_seconds(), static_cast<unsigned long long>(o.params.seed), num_threads(),
+                 o.precision.c_str());
   ProgressBar bar(!o.quiet);
   GenerateResult r = pipe.generate(o.params, [&](const StepInfo& s) { bar.update(s.step, s.total, s.seconds); });
 
@@ -129,6 +131,9 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--output-tensor", o->output_tensor,
                   "also write safetensors with 'image' (float32 NHWC in [0,1]) and final 'latents'");
   cmd->add_option("--threads,-t", o->threads, "threads (default: physical cores)");
+  cmd->add_option("--precision", o->precision, "compute precision of convolutions, linear layers and attention: fp32 or bf16")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "no progress or timing output");
   return [o] { run_generate(*o); };
 }

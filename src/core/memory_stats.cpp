@@ -26,4 +26,11 @@ int64_t status_field_kb(const char* field) {
 int64_t peak_rss_bytes() { return status_field_kb("VmHWM:") * 1024; }
 int64_t current_rss_bytes() { return status_field_kb("VmRSS:") * 1024; }
 
+bool reset_peak_rss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";  // Linux: "reset the peak resident set size ("high water mark") to the current value"
+  out.flush();
+  return static_cast<bool>(out);
+}
+
 }  // namespace sdrt

@@ -7,6 +7,7 @@ namespace sdrt {
 Attention Attention::load(const WeightSource& w, const AttentionConfig& cfg) {
   Attention a;
   a.cfg_ = cfg;
+  a.precision_ = w.compute_precision();
   int64_t inner = cfg.heads * cfg.head_dim;
   int64_t ctx = cfg.context_dim > 0 ? cfg.context_dim : cfg.query_dim;
   a.to_q_ = Linear::load_any(w, {"to_q", "query"}, cfg.query_dim, inner, cfg.qkv_bias);
@@ -20,7 +21,7 @@ Tensor Attention::operator()(const Tensor& x, const Tensor& context) const {
   const Tensor& ctx = context.defined() ? context : x;
   Tensor q = to_q_(x), k = to_k_(ctx), v = to_v_(ctx);
   float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
-  return to_out_(kernels::attention(q, k, v, cfg_.heads, scale));
+  return to_out_(kernels::attention(q, k, v, cfg_.heads, scale, /*causal=*/false, precision_));
 }
 
 }  // namespace sdrt

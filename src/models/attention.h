@@ -18,12 +18,14 @@ class Attention {
  public:
   // Binds to_q/to_k/to_v/to_out.0 under `w`; also accepts the older VAE names
   // query/key/value/proj_attn and 1x1-conv-shaped weights.
+  // The attention products run at w.compute_precision(), like the projections.
   static Attention load(const WeightSource& w, const AttentionConfig& cfg);
   // x [B, L, query_dim]; context [B, Lc, context_dim] or undefined for self-attention.
   Tensor operator()(const Tensor& x, const Tensor& context = Tensor()) const;
 
  private:
   AttentionConfig cfg_;
+  kernels::Precision precision_ = kernels::Precision::f32;
   Linear to_q_, to_k_, to_v_, to_out_;
 };
 

@@ -78,9 +78,9 @@ Tensor ClipEncoderLayer::operator()(const Tensor& x) const {
 
 // ---- ClipTextModel
 
-ClipTextModel ClipTextModel::load(const std::string& dir) {
+ClipTextModel ClipTextModel::load(const std::string& dir, kernels::Precision precision) {
   ClipTextConfig config = ClipTextConfig::load(Config::load(dir + "/config.json"));
-  WeightSource weights = WeightSource::open(find_weights_file(dir));
+  WeightSource weights = WeightSource::open(find_weights_file(dir)).with_compute_precision(precision);
   auto model = load(config, weights);
   warn_unused(weights);
   return model;

@@ -50,7 +50,8 @@ class ClipEncoderLayer {
 class ClipTextModel {
  public:
   // `dir` is a text_encoder/ folder: config.json + model.safetensors.
-  static ClipTextModel load(const std::string& dir);
+  // `precision`: what its linear layers compute in (kernels::Precision); its causal attention stays f32.
+  static ClipTextModel load(const std::string& dir, kernels::Precision precision = kernels::Precision::f32);
   // Binds the transformers names (text_model.embeddings..., text_model.encoder.layers.{i}..., text_model.final_layer_norm).
   static ClipTextModel load(const ClipTextConfig& config, const WeightSource& weights);
 

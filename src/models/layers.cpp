@@ -4,8 +4,8 @@
 
 namespace sdrt {
 
-Linear::Linear(Tensor weight, Tensor bias)
-    : packed_(std::make_shared<const kernels::PackedLinear>(std::move(weight), std::move(bias))) {}
+Linear::Linear(Tensor weight, Tensor bias, kernels::Precision precision)
+    : packed_(std::make_shared<const kernels::PackedLinear>(std::move(weight), std::move(bias), precision)) {}
 
 Linear Linear::load(const WeightSource& w, const std::string& name, int64_t in, int64_t out, bool has_bias) {
   return load_any(w, {name}, in, out, has_bias);
@@ -20,7 +20,7 @@ Linear Linear::load_any(const WeightSource& w, const std::vector<std::string>& n
   }
   Tensor weight = w.get_any(weight_names, {out, in});
   Tensor bias = has_bias ? w.get_any(bias_names, {out}) : Tensor();
-  return Linear(std::move(weight), std::move(bias));
+  return Linear(std::move(weight), std::move(bias), w.compute_precision());
 }
 
 void Linear::accumulate(const Tensor& x, Tensor& acc) const {
@@ -31,14 +31,14 @@ void Linear::accumulate(const Tensor& x, Tensor& acc) const {
   }
 }
 
-Conv2d::Conv2d(Tensor weight, Tensor bias, kernels::Conv2dParams params)
-    : packed_(std::make_shared<const kernels::PackedConv2d>(std::move(weight), std::move(bias), params)) {}
+Conv2d::Conv2d(Tensor weight, Tensor bias, kernels::Conv2dParams params, kernels::Precision precision)
+    : packed_(std::make_shared<const kernels::PackedConv2d>(std::move(weight), std::move(bias), params, precision)) {}
 
 Conv2d Conv2d::load(const WeightSource& w, const std::string& name, int64_t in, int64_t out, int kernel,
                     kernels::Conv2dParams params, bool has_bias) {
   Tensor weight = w.get(name + ".weight", {out, in, kernel, kernel});
   Tensor bias = has_bias ? w.get(name + ".bias", {out}) : Tensor();
-  return Conv2d(std::move(weight), std::move(bias), params);
+  return Conv2d(std::move(weight), std::move(bias), params, w.compute_precision());
 }
 
 Conv2d Conv2d::load_same(const WeightSource& w, const std::string& name, int64_t in, int64_t out, int kernel) {

@@ -23,7 +23,8 @@ struct Linear {
 
   Linear() = default;
   // Packs `weight` [out, in] and `bias`; the Linear keeps no reference to the unpacked weight.
-  Linear(Tensor weight, Tensor bias);
+  Linear(Tensor weight, Tensor bias, kernels::Precision precision = kernels::Precision::f32);
+  // load(), load_any() and Conv2d::load() pack at w.compute_precision().
   static Linear load(const WeightSource& w, const std::string& name, int64_t in, int64_t out, bool has_bias = true);
   // Accepts the alternative names of historical checkpoints (e.g. "query" for "to_q"), and a 1x1 conv
   // weight [out, in, 1, 1] in place of [out, in].
@@ -47,7 +48,8 @@ class Conv2d {
  public:
   Conv2d() = default;
   // Packs `weight` [out, in, kh, kw] and `bias` (may be undefined); keeps no reference to the unpacked weight.
-  Conv2d(Tensor weight, Tensor bias, kernels::Conv2dParams params);
+  Conv2d(Tensor weight, Tensor bias, kernels::Conv2dParams params,
+         kernels::Precision precision = kernels::Precision::f32);
   static Conv2d load(const WeightSource& w, const std::string& name, int64_t in, int64_t out, int kernel,
                      kernels::Conv2dParams params, bool has_bias = true);
   // The usual "same" convolution: stride 1, padding kernel/2.

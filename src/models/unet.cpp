@@ -99,9 +99,9 @@ Conv2d load_same_conv(const WeightSource& w, const std::string& name, int64_t in
 
 }  // namespace
 
-UNet2DConditionModel UNet2DConditionModel::load(const std::string& dir) {
+UNet2DConditionModel UNet2DConditionModel::load(const std::string& dir, kernels::Precision precision) {
   UNetConfig cfg = UNetConfig::load(Config::load((std::filesystem::path(dir) / "config.json").string()));
-  WeightSource weights = WeightSource::open(find_weights_file(dir));
+  WeightSource weights = WeightSource::open(find_weights_file(dir)).with_compute_precision(precision);
   UNet2DConditionModel model = load(cfg, weights);
   warn_unused(weights);
   return model;

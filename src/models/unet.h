@@ -20,7 +20,8 @@ class UNet2DConditionModel {
  public:
   // dir: the unet/ folder with config.json and diffusion_pytorch_model.safetensors (or
   // model.safetensors). Every weight is loaded and checked; unused tensors are reported on stderr.
-  static UNet2DConditionModel load(const std::string& dir);
+  // `precision`: what its convolutions, linear layers and attention products compute in (kernels::Precision).
+  static UNet2DConditionModel load(const std::string& dir, kernels::Precision precision = kernels::Precision::f32);
   static UNet2DConditionModel load(const UNetConfig& cfg, const WeightSource& weights);
 
   const UNetConfig& config() const { return cfg_; }

@@ -183,9 +183,9 @@ Tensor VaeDecoder::operator()(Tensor z, VaeTrace* trace) const {
 
 // ---- AutoencoderKL
 
-AutoencoderKL AutoencoderKL::load(const std::string& dir) {
+AutoencoderKL AutoencoderKL::load(const std::string& dir, kernels::Precision precision) {
   VaeConfig config = VaeConfig::load(Config::load(dir + "/config.json"));
-  WeightSource weights = WeightSource::open(find_weights_file(dir));
+  WeightSource weights = WeightSource::open(find_weights_file(dir)).with_compute_precision(precision);
   auto model = load(config, weights);
   warn_unused(weights);
   return model;

@@ -86,7 +86,8 @@ class VaeDecoder {
 class AutoencoderKL {
  public:
   // `dir` is a vae/ folder: config.json + diffusion_pytorch_model.safetensors.
-  static AutoencoderKL load(const std::string& dir);
+  // `precision`: what its convolutions, linear layers and attention products compute in (kernels::Precision).
+  static AutoencoderKL load(const std::string& dir, kernels::Precision precision = kernels::Precision::f32);
   static AutoencoderKL load(const VaeConfig& config, const WeightSource& weights);
 
   const VaeConfig& config() const { return config_; }

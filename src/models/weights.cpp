@@ -23,6 +23,12 @@ WeightSource WeightSource::sub(const std::string& prefix) const {
   return s;
 }
 
+WeightSource WeightSource::with_compute_precision(kernels::Precision p) const {
+  WeightSource s = *this;
+  s.precision_ = p;
+  return s;
+}
+
 const std::string& WeightSource::path() const { return synthetic_ ? synthetic_->label : file_->path(); }
 
 bool WeightSource::contains(const std::string& name) const {

@@ -16,6 +16,7 @@
 
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "kernels/kernels.h"
 
 namespace sdrt {
 
@@ -32,6 +33,10 @@ class WeightSource {
 
   // A view of the names under `prefix + "."`; lookups share the used-name record.
   WeightSource sub(const std::string& prefix) const;
+  // The same source, with the precision that the convolution and linear layers bound from it
+  // (and its sub()s) compute in. The tensors themselves are always returned as float32.
+  WeightSource with_compute_precision(kernels::Precision p) const;
+  kernels::Precision compute_precision() const { return precision_; }
 
   const std::string& path() const;
   bool contains(const std::string& name) const;
@@ -62,6 +67,7 @@ class WeightSource {
   std::shared_ptr<const SafeTensors> file_;
   std::shared_ptr<Synthetic> synthetic_;
   std::string prefix_;
+  kernels::Precision precision_ = kernels::Precision::f32;
   std::shared_ptr<std::set<std::string>> used_ = std::make_shared<std::set<std::string>>();
 };
 

@@ -7,6 +7,7 @@
 
 #include "core/buffer_cache.h"
 #include "core/error.h"
+#include "core/memory_stats.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "models/component_files.h"
@@ -112,15 +113,31 @@ void validate_params(const GenerateParams& p, int vae_scale) {
   SDRT_CHECK(std::isfinite(p.guidance), "--guidance must be finite");
 }
 
-StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir) {
+StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir, kernels::Precision precision) {
   auto t0 = Clock::now();
   check_model_index(dir);
   StableDiffusionPipeline p;
   p.dir_ = dir;
+  p.precision_ = precision;
+  // Packing releases each layer's unpacked float32 weights, and their buffers go to the activation
+  // cache; freeing them after each component keeps them from staying resident for the life of the
+  // pipeline (~0.5 GB for SD 1.5), and makes the RSS growth per component its weights.
+  int64_t rss = current_rss_bytes();
+  auto rss_growth = [&rss] {
+    BufferCache::instance().release();
+    int64_t now = current_rss_bytes(), growth = now - rss;
+    rss = now;
+    return growth;
+  };
   p.tokenizer_ = std::make_shared<const ClipTokenizer>(ClipTokenizer::load(component_dir(dir, "tokenizer")));
-  p.text_encoder_ = std::make_shared<const ClipTextModel>(ClipTextModel::load(component_dir(dir, "text_encoder")));
-  p.unet_ = std::make_shared<const UNet2DConditionModel>(UNet2DConditionModel::load(component_dir(dir, "unet")));
-  p.vae_ = std::make_shared<const AutoencoderKL>(AutoencoderKL::load(component_dir(dir, "vae")));
+  p.text_encoder_ =
+      std::make_shared<const ClipTextModel>(ClipTextModel::load(component_dir(dir, "text_encoder"), precision));
+  p.load_memory_.text_encoder = rss_growth();
+  p.unet_ = std::make_shared<const UNet2DConditionModel>(
+      UNet2DConditionModel::load(component_dir(dir, "unet"), precision));
+  p.load_memory_.unet = rss_growth();
+  p.vae_ = std::make_shared<const AutoencoderKL>(AutoencoderKL::load(component_dir(dir, "vae"), precision));
+  p.load_memory_.vae = rss_growth();
   p.scheduler_config_ = std::make_shared<const Config>(
       Config::load((std::filesystem::path(component_dir(dir, "scheduler")) / "scheduler_config.json").string()));
 
@@ -131,9 +148,6 @@ StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir) {
                hidden);
   SDRT_CHECK(ucfg.in_channels == p.vae_->config().latent_channels, dir, ": unet in_channels ", ucfg.in_channels,
              " does not match the VAE's latent_channels ", p.vae_->config().latent_channels);
-  // Packing released each layer's unpacked float32 weights, and their buffers went to the
-  // activation cache; free them, or they stay resident for the life of the pipeline (~0.5 GB for SD 1.5).
-  BufferCache::instance().release();
   p.load_s_ = seconds_since(t0);
   return p;
 }
@@ -178,10 +192,15 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
 
   // Text conditioning: [uncond x n, text x n] when guided, so one batched UNet call serves both.
   bool guided = params.guidance > 1.0f;
+  // The stage's peak RSS, when asked for: the counter is reset as the stage starts.
+  const bool measure_memory = params.measure_stage_memory && reset_peak_rss();
+  auto stage_peak = [&]() -> int64_t { return measure_memory ? peak_rss_bytes() : 0; };
   auto t0 = Clock::now();
   Tensor context = encode_prompt(params.prompt, params.images, params.clip_skip);
   if (guided) context = concat_rows(encode_prompt(params.negative_prompt, params.images, params.clip_skip), context);
   result.times.text_encoder_s = seconds_since(t0);
+  result.times.text_encoder_peak_rss = stage_peak();
+  if (measure_memory) reset_peak_rss();
 
   TorchCpuRng rng(params.seed);
   Tensor latents;
@@ -220,9 +239,11 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
                        scaled, noise_pred, latents});
   }
   result.latents = latents;
+  result.times.unet_peak_rss = stage_peak();
 
   // The UNet's cached activation buffers are the wrong sizes for the decoder: free them first.
   BufferCache::instance().release();
+  if (measure_memory) reset_peak_rss();
   // Decode one image at a time: identical results, a fraction of the peak activation memory.
   t0 = Clock::now();
   const auto& vcfg = vae_->config();
@@ -236,6 +257,7 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
   for (int64_t b = 0; b < n; ++b)
     std::copy(decoded[b].data(), decoded[b].data() + decoded[b].numel(), result.images.data() + b * decoded[b].numel());
   result.times.vae_decode_s = seconds_since(t0);
+  result.times.vae_decode_peak_rss = stage_peak();
   result.times.total_s = seconds_since(t_start);
   return result;
 }

@@ -31,6 +31,9 @@ struct GenerateParams {
   int width = 0, height = 0;  // 0: the model's native size (unet sample_size x VAE scale)
   int images = 1;
   int clip_skip = 1;  // 1 = last layer (A1111 convention)
+  // Fill StageTimes' peak RSS per stage. Resets the process's peak-RSS counter at each stage
+  // (reset_peak_rss), so it is for benchmarks, not for a process that reports its own peak.
+  bool measure_stage_memory = false;
   // Exact replay: unit-normal latents [images, C, h, w] (scaled by init_noise_sigma like diffusers)
   // and per-step ancestral noise [steps, images, C, h, w]. Unset: drawn from the seeded generator.
   std::optional<Tensor> latents;
@@ -42,6 +45,8 @@ struct StageTimes {
   std::vector<double> unet_step_s;  // one entry per model evaluation (guided batch)
   double vae_decode_s = 0;
   double total_s = 0;
+  // With GenerateParams::measure_stage_memory: the peak RSS during each stage, in bytes (0: not measured).
+  int64_t text_encoder_peak_rss = 0, unet_peak_rss = 0, vae_decode_peak_rss = 0;
 };
 
 struct GenerateResult {
@@ -62,10 +67,18 @@ struct StepInfo {
 };
 using StepCallback = std::function<void(const StepInfo&)>;
 
+// RSS growth while each component loaded, in bytes: its weights as held (packed), plus whatever
+// the allocator kept.
+struct LoadMemory {
+  int64_t text_encoder = 0, unet = 0, vae = 0;
+};
+
 class StableDiffusionPipeline {
  public:
   // `dir` is a diffusers folder: model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/.
-  static StableDiffusionPipeline load(const std::string& dir);
+  // `precision` is what the models' convolutions, linear layers and (UNet, VAE) attention products
+  // compute in (kernels::Precision).
+  static StableDiffusionPipeline load(const std::string& dir, kernels::Precision precision = kernels::Precision::f32);
 
   GenerateResult generate(const GenerateParams& params, const StepCallback& on_step = nullptr) const;
 
@@ -83,6 +96,8 @@ class StableDiffusionPipeline {
   int default_width() const;
   int default_height() const;
   double load_seconds() const { return load_s_; }
+  kernels::Precision precision() const { return precision_; }
+  const LoadMemory& load_memory() const { return load_memory_; }
 
  private:
   std::string dir_;
@@ -92,6 +107,8 @@ class StableDiffusionPipeline {
   std::shared_ptr<const AutoencoderKL> vae_;
   std::shared_ptr<const Config> scheduler_config_;
   double load_s_ = 0;
+  kernels::Precision precision_ = kernels::Precision::f32;
+  LoadMemory load_memory_;
 };
 
 // Validates what a user may ask for before any work is done: sizes, steps, images.

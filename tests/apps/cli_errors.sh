@@ -28,6 +28,7 @@ expect_error "at least 1" --steps 0
 expect_error "4096-pixel limit" --width 65536
 expect_error "images must be between" --images 0
 expect_error "--scheduler" --scheduler warp
+expect_error "--precision" --precision fp16
 expect_error "no model_index.json" --model "$work"
 expect_error "missing.safetensors" --latents "$work/missing.safetensors"
 echo "x" > "$work/garbage.safetensors"

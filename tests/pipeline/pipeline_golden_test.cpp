@@ -2,6 +2,8 @@
 // negative prompt, guidance, latents and (for Euler-a) replayed ancestral noise.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <ostream>
 #include <string>
@@ -30,15 +32,21 @@ const StableDiffusionPipeline& tiny_pipeline() {
   return pipeline;
 }
 
-class PipelineGolden : public ::testing::TestWithParam<PipelineCase> {};
+const StableDiffusionPipeline& tiny_pipeline_bf16() {
+  static const StableDiffusionPipeline pipeline =
+      StableDiffusionPipeline::load(testing::tiny_model_dir(), kernels::Precision::bf16);
+  return pipeline;
+}
 
-TEST_P(PipelineGolden, MatchesDiffusers) {
-  const auto& c = GetParam();
-  auto golden = SafeTensors::open(
+SafeTensors open_golden(const PipelineCase& c) {
+  return SafeTensors::open(
       testing::case_path("pipeline_" + c.scheduler + "_" + std::to_string(c.steps) + "steps.safetensors"));
-  const auto& meta = golden.metadata();
-  const auto& pipe = tiny_pipeline();
+}
 
+// The golden run's request: prompts, guidance, size, initial latents and (for ancestral
+// schedulers) the replayed noise of every step.
+GenerateParams golden_request(const SafeTensors& golden, const PipelineCase& c) {
+  const auto& meta = golden.metadata();
   GenerateParams p;
   p.prompt = meta.at("prompt");
   p.negative_prompt = meta.at("negative_prompt");
@@ -62,13 +70,31 @@ TEST_P(PipelineGolden, MatchesDiffusers) {
     }
     p.noise = noise;
   }
+  return p;
+}
+
+// Peak signal-to-noise ratio of two images in [0, 1], in dB.
+double psnr(const Tensor& a, const Tensor& b) {
+  double sum = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) sum += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+  return 10.0 * std::log10(1.0 / std::max(sum / static_cast<double>(a.numel()), 1e-20));
+}
+
+class PipelineGolden : public ::testing::TestWithParam<PipelineCase> {};
+
+TEST_P(PipelineGolden, MatchesDiffusers) {
+  const auto& c = GetParam();
+  auto golden = open_golden(c);
+  const auto& pipe = tiny_pipeline();
+  GenerateParams p = golden_request(golden, c);
+  int evaluations = std::stoi(golden.metadata().at("unet_evaluations"));
 
   EXPECT_REL_LE(pipe.encode_prompt(p.prompt, 1, 1), golden.load_f32("prompt_embeds"), 1e-4);
   EXPECT_REL_LE(pipe.encode_prompt(p.negative_prompt, 1, 1), golden.load_f32("negative_prompt_embeds"), 1e-4);
 
   double worst_step_rel = 0;
   GenerateResult r = pipe.generate(p, [&](const StepInfo& s) {
-    char prefix[16];
+    char prefix[32];
     std::snprintf(prefix, sizeof prefix, "step%02d.", s.step - 1);
     auto check = [&](const Tensor& actual, const std::string& name) {
       auto d = testing::compare(actual, golden.load_f32(prefix + name));
@@ -99,6 +125,30 @@ TEST_P(PipelineGolden, MatchesDiffusers) {
   std::printf("    image_u8: %d of %lld values differ by 1, %d by more\n", off_by_one,
               static_cast<long long>(r.images.numel()), worse);
   EXPECT_EQ(worse, 0);
+}
+
+// bf16 rounds the operands of every convolution, linear layer and attention product, so it is
+// held to an image-level bound instead of the per-step one: the PSNR target against
+// diffusers' fp32 image (measured: 43-49 dB). The first step's guided noise prediction is
+// reported as a relative error, max|diff| / max|ref|: 4.6-5.6 % on this random-weight model,
+// where each layer's rounding (0.2-0.5 %, see the kernel tests) compounds through the UNet; the
+// bound only catches a broken path.
+constexpr double kBf16MinPsnrDb = 35.0;
+constexpr double kBf16FirstStepTol = 0.1;
+
+TEST_P(PipelineGolden, Bf16IsWithin35dBOfDiffusersFp32) {
+  const auto& c = GetParam();
+  auto golden = open_golden(c);
+  GenerateParams p = golden_request(golden, c);
+  double first_step_rel = -1;
+  GenerateResult r = tiny_pipeline_bf16().generate(p, [&](const StepInfo& s) {
+    if (s.step == 1) first_step_rel = testing::compare(s.noise_pred, golden.load_f32("step00.noise_pred")).rel();
+  });
+  double db = psnr(r.images, golden.load_f32("image"));
+  std::printf("    bf16: image PSNR %.1f dB vs diffusers fp32; first-step noise_pred rel %.3g\n", db, first_step_rel);
+  EXPECT_GE(db, kBf16MinPsnrDb);
+  EXPECT_LE(first_step_rel, kBf16FirstStepTol);
+  EXPECT_GT(first_step_rel, 0) << "bf16 should not be bit-identical to fp32: is it running at all?";
 }
 
 INSTANTIATE_TEST_SUITE_P(AllSchedulers, PipelineGolden,

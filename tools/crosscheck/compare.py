@@ -7,6 +7,10 @@
     compare.py image REF.safetensors OUT.safetensors [TOL]
         compare the `image` tensors; print max abs; exit 1 if > TOL (1e-3) or
         if the shapes differ or OUT is not finite
+    compare.py psnr REF.safetensors OUT.safetensors
+        two `sdrt generate --output-tensor` files of the same request (e.g.
+        --precision fp32 and bf16): image PSNR in dB and max abs, and the
+        final latents' relative error max|a-b| / max|a|
 """
 import json
 import struct
@@ -63,12 +67,29 @@ def cmd_image(ref, out, tol=1e-3):
     return 0 if d.max() <= tol else 1
 
 
+def cmd_psnr(ref, out):
+    a, _ = read(ref)
+    b, _ = read(out)
+    x, y = a["image"].astype(np.float64), b["image"].astype(np.float64)
+    if x.shape != y.shape:
+        print("image shape %s, expected %s" % (list(y.shape), list(x.shape)))
+        return 1
+    mse = float(np.mean((x - y) ** 2))
+    psnr = 10 * np.log10(1.0 / max(mse, 1e-20))
+    la, lb = a["latents"].astype(np.float64), b["latents"].astype(np.float64)
+    rel = float(np.abs(la - lb).max() / max(np.abs(la).max(), 1e-30))
+    print("image PSNR %.2f dB, max abs %.3g; final latents rel %.3g" % (psnr, np.abs(x - y).max(), rel))
+    return 0
+
+
 def main(argv):
     if len(argv) >= 2 and argv[0] == "args":
         cmd_args(argv[1])
         return 0
     if len(argv) in (3, 4) and argv[0] == "image":
         return cmd_image(argv[1], argv[2], float(argv[3]) if len(argv) == 4 else 1e-3)
+    if len(argv) == 3 and argv[0] == "psnr":
+        return cmd_psnr(argv[1], argv[2])
     print(__doc__)
     return 2
 
