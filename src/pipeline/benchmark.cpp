@@ -29,9 +29,7 @@ void report(const BenchmarkOptions& o, const std::string& line) {
 }
 
 void check_options(const BenchmarkOptions& o) {
-  SDRT_CHECK(o.precision == "fp32" || o.precision == "bf16", "--precision must be fp32 or bf16, got '", o.precision,
-             "'");
-  SDRT_CHECK(o.precision != "bf16", "--precision bf16: bf16 is not implemented yet (only fp32 exists today)");
+  kernels::precision_from_name(o.precision);  // throws on an unknown name
   SDRT_CHECK(o.runs >= 1, "--runs must be at least 1, got ", o.runs);
   SDRT_CHECK(o.warmup >= 0, "--warmup must be 0 or more, got ", o.warmup);
   SDRT_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
@@ -178,9 +176,12 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   result.machine = describe_machine();
 
   report(options, "loading " + options.model_dir);
-  auto pipe = StableDiffusionPipeline::load(options.model_dir);
+  const kernels::Precision precision = kernels::precision_from_name(options.precision);
+  auto pipe = StableDiffusionPipeline::load(options.model_dir, precision);
   result.load_s = pipe.load_seconds();
   result.rss_after_load_bytes = current_rss_bytes();
+  result.load_memory = pipe.load_memory();
+  int64_t peak_rss = peak_rss_bytes();  // the load's; the runs reset the counter per stage
 
   GenerateParams params = generation_params(options, pipe);
   validate_params(params, pipe.vae().config().downscale());
@@ -188,6 +189,7 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   result.options.height = params.height;
   result.options.scheduler = params.scheduler;
   result.unet_batch = params.images * (guided(params) ? 2 : 1);
+  params.measure_stage_memory = true;
 
   std::vector<double> text_encoder, unet_steps, vae_decode, image;
   RunMacs macs;
@@ -204,13 +206,18 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
     StageTimes t = run == 0 ? counted_run(pipe, params, on_step, macs) : timed_run(pipe, params, on_step);
     report(options, fmt("%s: %.2f s", label.c_str(), t.total_s));
     if (run == 0) result.unet_calls_per_run = static_cast<int>(t.unet_step_s.size());
+    peak_rss = std::max({peak_rss, t.text_encoder_peak_rss, t.unet_peak_rss, t.vae_decode_peak_rss});
     if (warm_up) continue;
+    result.text_encoder_peak_rss_bytes = std::max(result.text_encoder_peak_rss_bytes, t.text_encoder_peak_rss);
+    result.unet_peak_rss_bytes = std::max(result.unet_peak_rss_bytes, t.unet_peak_rss);
+    result.vae_decode_peak_rss_bytes = std::max(result.vae_decode_peak_rss_bytes, t.vae_decode_peak_rss);
     text_encoder.push_back(t.text_encoder_s);
     unet_steps.insert(unet_steps.end(), t.unet_step_s.begin(), t.unet_step_s.end());
     vae_decode.push_back(t.vae_decode_s);
     image.push_back(t.total_s);
   }
-  result.peak_rss_bytes = peak_rss_bytes();
+  // Without per-stage measurements the counter was never reset and holds the whole peak.
+  result.peak_rss_bytes = std::max(peak_rss, peak_rss_bytes());
 
   result.text_encoder_s = SampleStats::of(text_encoder);
   result.unet_step_s = SampleStats::of(unet_steps);
@@ -222,10 +229,13 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
     report(options, "measuring the matmul peak");
     result.peak = kernels::measure_peak_flops(options.peak_repeats);
   }
-  double f32_peak = result.peak ? result.peak->best_gflops(kernels::MatmulType::F32) : 0;
+  // The fraction is of the peak of the precision the products ran in.
+  kernels::MatmulType peak_type =
+      precision == kernels::Precision::bf16 ? kernels::MatmulType::BF16 : kernels::MatmulType::F32;
+  double peak_gflops = result.peak ? result.peak->best_gflops(peak_type) : 0;
   result.text_encoder_macs = macs.text_encoder;
-  result.unet = component_rate(macs.unet_call, result.unet_step_s.median, f32_peak);
-  result.vae_decoder = component_rate(macs.vae_decode, result.vae_decode_s.median, f32_peak);
+  result.unet = component_rate(macs.unet_call, result.unet_step_s.median, peak_gflops);
+  result.vae_decoder = component_rate(macs.vae_decode, result.vae_decode_s.median, peak_gflops);
   return result;
 }
 
@@ -279,7 +289,7 @@ nlohmann::ordered_json rate_json(const ComponentRate& r) {
           {"gflop", r.macs.gflop()},
           {"median_seconds", r.median_seconds},
           {"gflops_per_second", r.gflops},
-          {"f32_peak_fraction", r.peak_fraction}};
+          {"peak_fraction", r.peak_fraction}};
 }
 
 nlohmann::ordered_json peak_json(const kernels::PeakFlops& peak) {
@@ -328,11 +338,17 @@ std::string format_benchmark_table(const BenchmarkResult& r) {
   out += seconds_row(o.batch > 1 ? "whole batch (excl. load)" : "whole image (excl. load)", r.image_s);
   out += fmt("  %-28s %10.2f\n\n", "images per minute", r.images_per_minute);
 
-  out += fmt("memory: RSS after load %.0f MB, peak RSS %.0f MB (%.0f MB above the loaded model)\n\n",
-             r.rss_after_load_bytes / 1e6, r.peak_rss_bytes / 1e6, (r.peak_rss_bytes - r.rss_after_load_bytes) / 1e6);
+  out += fmt("memory: RSS after load %.0f MB (text encoder %.0f, UNet %.0f, VAE %.0f), peak RSS %.0f MB (%.0f MB above "
+             "the loaded model)\n",
+             r.rss_after_load_bytes / 1e6, r.load_memory.text_encoder / 1e6, r.load_memory.unet / 1e6,
+             r.load_memory.vae / 1e6, r.peak_rss_bytes / 1e6, (r.peak_rss_bytes - r.rss_after_load_bytes) / 1e6);
+  if (r.unet_peak_rss_bytes > 0)
+    out += fmt("  peak RSS per stage: text encoder %.0f MB, UNet loop %.0f MB, VAE decode %.0f MB\n",
+               r.text_encoder_peak_rss_bytes / 1e6, r.unet_peak_rss_bytes / 1e6, r.vae_decode_peak_rss_bytes / 1e6);
+  out += "\n";
 
   out += fmt("  %-30s %10s %9s %9s %9s %10s %10s\n", "work (GMAC; 1 MAC = 2 FLOP)", "total", "conv", "linear",
-             "attention", "GFLOP/s", "f32 peak");
+             "attention", "GFLOP/s", fmt("%s peak", o.precision.c_str()).c_str());
   out +=
       work_row(fmt("UNet call (%d row%s)", r.unet_batch, r.unet_batch == 1 ? "" : "s").c_str(), r.unet.macs, &r.unet);
   out += work_row("UNet, per image per step", r.unet_macs_per_image(), nullptr);
@@ -381,7 +397,14 @@ std::string format_benchmark_json(const BenchmarkResult& r) {
                   {"vae_decode", stats_json(r.vae_decode_s)},
                   {"image", stats_json(r.image_s)}};
   j["images_per_minute"] = r.images_per_minute;
-  j["memory_bytes"] = {{"rss_after_load", r.rss_after_load_bytes}, {"peak_rss", r.peak_rss_bytes}};
+  auto& memory = j["memory_bytes"];
+  memory["rss_after_load"] = r.rss_after_load_bytes;
+  memory["peak_rss"] = r.peak_rss_bytes;
+  memory["load_growth"] = {
+      {"text_encoder", r.load_memory.text_encoder}, {"unet", r.load_memory.unet}, {"vae", r.load_memory.vae}};
+  memory["stage_peak_rss"] = {{"text_encoder", r.text_encoder_peak_rss_bytes},
+                              {"unet", r.unet_peak_rss_bytes},
+                              {"vae_decode", r.vae_decode_peak_rss_bytes}};
   j["work"] = {{"unet_call", rate_json(r.unet)},
                {"unet_per_image_per_step_macs", macs_json(r.unet_macs_per_image())},
                {"vae_decoder", rate_json(r.vae_decoder)},

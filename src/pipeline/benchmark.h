@@ -15,6 +15,7 @@
 
 #include "kernels/op_counter.h"
 #include "kernels/peak_flops.h"
+#include "pipeline/pipeline.h"
 
 namespace sdrt {
 
@@ -22,7 +23,7 @@ struct BenchmarkOptions {
   std::string model_dir;
   int width = 0, height = 0;  // 0: the model's native size
   int steps = 4;
-  std::string precision = "fp32";  // fp32 | bf16 (bf16 is not implemented yet)
+  std::string precision = "fp32";  // fp32 | bf16 (kernels::Precision)
   int batch = 1;                   // images per prompt
   int runs = 3;
   int warmup = 1;
@@ -60,7 +61,7 @@ struct ComponentRate {
   MacCounts macs;  // per stage invocation: one UNet call, one whole VAE-decode stage
   double median_seconds = 0;
   double gflops = 0;         // 2 * macs.total() / median_seconds / 1e9
-  double peak_fraction = 0;  // gflops / f32 matmul peak; 0 when the peak was not measured
+  double peak_fraction = 0;  // gflops / the matmul peak of the run's precision; 0 when the peak was not measured
 };
 
 struct MachineInfo {
@@ -87,7 +88,11 @@ struct BenchmarkResult {
   double images_per_minute = 0;     // batch * 60 / median image_s
 
   int64_t rss_after_load_bytes = 0;  // weights (and whatever load touched)
-  int64_t peak_rss_bytes = 0;        // after all runs, before the peak microbenchmark
+  int64_t peak_rss_bytes = 0;        // over load and all runs, before the peak microbenchmark
+  LoadMemory load_memory;            // RSS growth per component during load
+  // Peak RSS within each stage, the highest over the measured runs; 0 where the kernel does not
+  // let a process reset its peak counter (then only peak_rss_bytes is known).
+  int64_t text_encoder_peak_rss_bytes = 0, unet_peak_rss_bytes = 0, vae_decode_peak_rss_bytes = 0;
 
   MacCounts text_encoder_macs;  // all prompts of one run
   ComponentRate unet;           // one batched UNet call
@@ -101,7 +106,7 @@ struct BenchmarkResult {
 MachineInfo describe_machine();
 
 // Loads the model, runs warmup + runs generations and the peak microbenchmark. Throws
-// sdrt::Error for bad options (including --precision bf16, which is not implemented yet).
+// sdrt::Error for bad options.
 BenchmarkResult run_benchmark(const BenchmarkOptions& options);
 
 // A human-readable report (stdout of `sdrt bench`).
