@@ -57,7 +57,7 @@ PRESETS = {
     ),
 }
 
-# candidate for the next run: emoji64 with a 4-level VAE (f=8) -> 8x8x4 latents, the same UNet and
+# the shipped model (models/sdrt-emoji): emoji64 with a 4-level VAE (f=8) -> 8x8x4 latents, the same UNet and
 # text encoder; measured with --bench against emoji64 (docs/training.md, "Next")
 PRESETS["emoji64-f8"] = copy.deepcopy(PRESETS["emoji64"])
 PRESETS["emoji64-f8"]["vae"]["block_out_channels"] = [32, 64, 64, 64]
