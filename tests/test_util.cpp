@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/half.h"
 
 namespace sdrt::testing {
 
@@ -16,6 +17,12 @@ std::string scratch_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+Tensor rounded_to_bf16(const Tensor& t) {
+  Tensor r = t.clone();
+  for (int64_t i = 0; i < r.numel(); ++i) r[i] = bf16_to_float(float_to_bf16(r[i]));
+  return r;
 }
 
 Diff compare(const Tensor& actual, const Tensor& expected) {

@@ -25,6 +25,9 @@ struct Diff {
 // Shapes must match; reports max|a-b| and max|b|.
 Diff compare(const Tensor& actual, const Tensor& expected);
 
+// A copy with every value rounded to bf16 (nearest even), as the bf16 kernels round their operands.
+Tensor rounded_to_bf16(const Tensor& t);
+
 }  // namespace sdrt::testing
 
 // rel = max|a-b| / max|expected|, the golden README's measure. Prints the achieved value so

@@ -23,6 +23,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -66,45 +67,42 @@ constexpr int kMaxChannelRows = 12;
 
 using QueryVecs = Vec[kQueryVecs];
 
-// acc[r][v] = sum over k < depth of a[k * a_step + r] * b[k * kQueryBlock + v * kLanes + lane]:
-// each step broadcasts R scalars of `a` against the kQueryVecs vectors of one row of `b`.
-template <int R>
-inline void broadcast_product(const float* a, int64_t a_step, const float* b, int64_t depth,
-                              Vec (&acc)[R][kQueryVecs]) {
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < kQueryVecs; ++v) acc[r][v] = simd::zero();
-  for (int64_t k = 0; k < depth; ++k, a += a_step, b += kQueryBlock) {
-    Vec row[kQueryVecs];
-#pragma GCC unroll 4
-    for (int v = 0; v < kQueryVecs; ++v) row[v] = simd::load(b + v * kLanes);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      Vec ar = simd::broadcast(a[r]);
-#pragma GCC unroll 4
-      for (int v = 0; v < kQueryVecs; ++v) acc[r][v] = simd::fma(ar, row[v], acc[r][v]);
-    }
-  }
-}
+// The element types of the two products: float, or bf16 pairs (two terms of the sum per lane).
+// `Row` holds one row of the query-side operand, madd adds broadcast(a) x row to an accumulator.
+struct FloatTerms {
+  using Row = Vec;
+  static Row load(const float* p) { return simd::load(p); }
+  static Row broadcast(float a) { return simd::broadcast(a); }
+  static Vec madd(Vec acc, Row a, Row row) { return simd::fma(a, row, acc); }
+};
+struct PairTerms {
+  using Row = simd::PairVec;
+  static Row load(const uint32_t* p) { return simd::load_pairs(p); }
+  static Row broadcast(uint32_t a) { return simd::broadcast_pair(a); }
+  static Vec madd(Vec acc, Row a, Row row) { return simd::pair_dot(acc, a, row); }
+};
+template <class T>
+using TermsOf = std::conditional_t<std::is_same_v<T, float>, FloatTerms, PairTerms>;
 
-// The same over bf16 pairs: each step takes two terms of the sum at once.
-template <int R>
-inline void broadcast_product(const uint32_t* a, int64_t a_step, const uint32_t* b, int64_t depth,
-                              Vec (&acc)[R][kQueryVecs]) {
+// acc[r][v] = sum over k < depth of a[k * a_step + r] * b[k * kQueryBlock + v * kLanes + lane]:
+// each step broadcasts R scalars of `a` against the kQueryVecs vectors of one row of `b`. With
+// bf16 pairs each step takes two terms of the sum at once.
+template <int R, class T>
+inline void broadcast_product(const T* a, int64_t a_step, const T* b, int64_t depth, Vec (&acc)[R][kQueryVecs]) {
+  using Terms = TermsOf<T>;
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < kQueryVecs; ++v) acc[r][v] = simd::zero();
   for (int64_t k = 0; k < depth; ++k, a += a_step, b += kQueryBlock) {
-    simd::PairVec row[kQueryVecs];
+    typename Terms::Row row[kQueryVecs];
 #pragma GCC unroll 4
-    for (int v = 0; v < kQueryVecs; ++v) row[v] = simd::load_pairs(b + v * kLanes);
+    for (int v = 0; v < kQueryVecs; ++v) row[v] = Terms::load(b + v * kLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      simd::PairVec ar = simd::broadcast_pair(a[r]);
+      typename Terms::Row ar = Terms::broadcast(a[r]);
 #pragma GCC unroll 4
-      for (int v = 0; v < kQueryVecs; ++v) acc[r][v] = simd::pair_dot(acc[r][v], ar, row[v]);
+      for (int v = 0; v < kQueryVecs; ++v) acc[r][v] = Terms::madd(acc[r][v], ar, row[v]);
     }
   }
 }

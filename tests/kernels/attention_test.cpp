@@ -163,13 +163,23 @@ Tensor random_tokens(int64_t batch, int64_t length, int64_t channels, uint64_t s
   return t;
 }
 
+// Random q, k (both times input_scale) and v for case c, and the usual 1/sqrt(head_dim) scale.
+struct AttentionInputs {
+  Tensor q, k, v;
+  float scale;
+};
+
+AttentionInputs random_inputs(const AttentionCase& c, uint64_t seed) {
+  const int64_t channels = c.heads * c.head_dim;
+  return {random_tokens(c.batch, c.lq, channels, seed, c.input_scale),
+          random_tokens(c.batch, c.lk, channels, seed + 1, c.input_scale),
+          random_tokens(c.batch, c.lk, channels, seed + 2, 1.0f),
+          1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+}
+
 void expect_matches_reference(const AttentionCase& c, uint64_t seed) {
   SCOPED_TRACE(describe(c));
-  const int64_t channels = c.heads * c.head_dim;
-  Tensor q = random_tokens(c.batch, c.lq, channels, seed, c.input_scale);
-  Tensor k = random_tokens(c.batch, c.lk, channels, seed + 1, c.input_scale);
-  Tensor v = random_tokens(c.batch, c.lk, channels, seed + 2, 1.0f);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  auto [q, k, v, scale] = random_inputs(c, seed);
   std::printf("  %s\n", describe(c).c_str());
   EXPECT_REL_LE(attention(q, k, v, c.heads, scale, c.causal), attention_reference(q, k, v, c.heads, scale, c.causal),
                 kAttentionTol);
@@ -205,12 +215,6 @@ TEST(FusedAttention, CausalMatchesReference) {
 // left is the probabilities' rounding (2^-9 relative each, averaging out over the keys).
 constexpr double kBf16RoundedInputsTol = 1e-2;
 
-Tensor rounded_to_bf16(const Tensor& t) {
-  Tensor r = t.clone();
-  for (int64_t i = 0; i < r.numel(); ++i) r[i] = bf16_to_float(float_to_bf16(r[i]));
-  return r;
-}
-
 TEST(FusedAttention, Bf16MatchesReferenceOnRoundedInputs) {
   const AttentionCase cases[] = {
       {1, 1, 1, 1, 4, false, 1},     {2, 7, 7, 2, 8, false, 1},      {2, 300, 77, 8, 40, false, 1},
@@ -222,14 +226,10 @@ TEST(FusedAttention, Bf16MatchesReferenceOnRoundedInputs) {
   uint64_t seed = 500;
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));
-    const int64_t channels = c.heads * c.head_dim;
-    Tensor q = random_tokens(c.batch, c.lq, channels, seed += 3, c.input_scale);
-    Tensor k = random_tokens(c.batch, c.lk, channels, seed + 1, c.input_scale);
-    Tensor v = random_tokens(c.batch, c.lk, channels, seed + 2, 1.0f);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    auto [q, k, v, scale] = random_inputs(c, seed += 3);
     Tensor out = attention(q, k, v, c.heads, scale, c.causal, Precision::bf16);
     Tensor rounded_reference =
-        attention_reference(rounded_to_bf16(q), rounded_to_bf16(k), rounded_to_bf16(v), c.heads, scale, c.causal);
+        attention_reference(testing::rounded_to_bf16(q), testing::rounded_to_bf16(k), testing::rounded_to_bf16(v), c.heads, scale, c.causal);
     EXPECT_REL_LE(out, rounded_reference, kBf16RoundedInputsTol);
     EXPECT_GT(testing::compare(out, attention(q, k, v, c.heads, scale, c.causal)).max_abs, 0)
         << "bf16 and f32 should differ";
@@ -278,12 +278,7 @@ TEST(FusedAttention, LargeRandomScoresStayWithinFloatConditioning) {
   uint64_t seed = 300;
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));
-    const int64_t channels = c.heads * c.head_dim;
-    seed += 3;
-    Tensor q = random_tokens(c.batch, c.lq, channels, seed, c.input_scale);
-    Tensor k = random_tokens(c.batch, c.lk, channels, seed + 1, c.input_scale);
-    Tensor v = random_tokens(c.batch, c.lk, channels, seed + 2, 1.0f);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    auto [q, k, v, scale] = random_inputs(c, seed += 3);
     std::printf("  %s\n", describe(c).c_str());
     EXPECT_REL_LE(attention(q, k, v, c.heads, scale, c.causal), attention_reference(q, k, v, c.heads, scale, c.causal),
                   kIllConditionedTol);

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/half.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "kernels/op_counter.h"
@@ -42,13 +41,6 @@ Tensor plus(const Tensor& a, const Tensor& b) {
   Tensor sum = a.clone();
   add_inplace(sum, b);
   return sum;
-}
-
-// The tensor with every value rounded to bf16, as the bf16 kernels round their operands.
-Tensor rounded_to_bf16(const Tensor& t) {
-  Tensor r = t.clone();
-  for (int64_t i = 0; i < r.numel(); ++i) r[i] = bf16_to_float(float_to_bf16(r[i]));
-  return r;
 }
 
 // A bf16 product of bf16 operands is exact in f32 and accumulates in f32, so the bf16 kernels
@@ -110,7 +102,7 @@ TEST(PackedConv2d, Bf16MatchesReferenceOnRoundedOperands) {
     Tensor x = random(c.x, 1), w = random(c.w, 2), b = c.bias ? random({c.w[0]}, 3) : Tensor();
     PackedConv2d conv(w, b, c.p, Precision::bf16);
     Tensor y = conv(x);
-    EXPECT_REL_LE(y, conv2d_reference(rounded_to_bf16(x), rounded_to_bf16(w), b, c.p), kBf16RoundedTol);
+    EXPECT_REL_LE(y, conv2d_reference(testing::rounded_to_bf16(x), testing::rounded_to_bf16(w), b, c.p), kBf16RoundedTol);
     EXPECT_REL_LE(y, conv2d_reference(x, w, b, c.p), kBf16Tol);
     Tensor residual = random(y.shape(), 7), acc = residual.clone();
     conv.accumulate(x, acc);
@@ -286,7 +278,7 @@ TEST(PackedLinear, Bf16MatchesReferenceOnRoundedOperands) {
     PackedLinear linear(w, b, Precision::bf16);
     EXPECT_EQ(linear.precision(), Precision::bf16);
     Tensor y = linear(x);
-    EXPECT_REL_LE(y, linear_reference(rounded_to_bf16(x), rounded_to_bf16(w), b), kBf16RoundedTol);
+    EXPECT_REL_LE(y, linear_reference(testing::rounded_to_bf16(x), testing::rounded_to_bf16(w), b), kBf16RoundedTol);
     EXPECT_REL_LE(y, linear_reference(x, w, b), kBf16Tol);
     Tensor residual = random(y.shape(), 66), acc = residual.clone();
     linear.accumulate(x, acc);
