@@ -49,6 +49,11 @@ Command add_bench_command(CLI::App& app) {
   cmd->add_option("--precision", b.precision, "compute precision of convolutions, linear layers and attention: fp32 or bf16")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
+  cmd->add_option("--residency", b.residency,
+                  "resident: models load once and stay (stage times exclude loading); per-stage: each run loads "
+                  "each model for its stage and frees it after, as sdrt generate does (lowest peak memory)")
+      ->check(CLI::IsMember({"resident", "per-stage"}))
+      ->capture_default_str();
   cmd->add_option("--batch", b.batch, "images per prompt (one batched run)")->capture_default_str();
   cmd->add_option("--guidance,--cfg", b.guidance, "guidance scale; > 1 makes each step one UNet call on 2 x batch")
       ->capture_default_str();

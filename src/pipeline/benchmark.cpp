@@ -30,6 +30,7 @@ void report(const BenchmarkOptions& o, const std::string& line) {
 
 void check_options(const BenchmarkOptions& o) {
   kernels::precision_from_name(o.precision);  // throws on an unknown name
+  residency_from_name(o.residency);          // likewise
   SDRT_CHECK(o.runs >= 1, "--runs must be at least 1, got ", o.runs);
   SDRT_CHECK(o.warmup >= 0, "--warmup must be 0 or more, got ", o.warmup);
   SDRT_CHECK(o.batch >= 1, "--batch must be at least 1, got ", o.batch);
@@ -177,21 +178,21 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
 
   report(options, "loading " + options.model_dir);
   const kernels::Precision precision = kernels::precision_from_name(options.precision);
-  auto pipe = StableDiffusionPipeline::load(options.model_dir, precision);
+  auto pipe = StableDiffusionPipeline::load(options.model_dir, precision, residency_from_name(options.residency));
   result.load_s = pipe.load_seconds();
   result.rss_after_load_bytes = current_rss_bytes();
   result.load_memory = pipe.load_memory();
   int64_t peak_rss = peak_rss_bytes();  // the load's; the runs reset the counter per stage
 
   GenerateParams params = generation_params(options, pipe);
-  validate_params(params, pipe.vae().config().downscale());
+  validate_params(params, pipe.vae_config().downscale());
   result.options.width = params.width;
   result.options.height = params.height;
   result.options.scheduler = params.scheduler;
   result.unet_batch = params.images * (guided(params) ? 2 : 1);
   params.measure_stage_memory = true;
 
-  std::vector<double> text_encoder, unet_steps, vae_decode, image;
+  std::vector<double> run_load, text_encoder, unet_steps, vae_decode, image;
   RunMacs macs;
   const int total_runs = options.warmup + options.runs;
   for (int run = 0; run < total_runs; ++run) {
@@ -211,6 +212,7 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
     result.text_encoder_peak_rss_bytes = std::max(result.text_encoder_peak_rss_bytes, t.text_encoder_peak_rss);
     result.unet_peak_rss_bytes = std::max(result.unet_peak_rss_bytes, t.unet_peak_rss);
     result.vae_decode_peak_rss_bytes = std::max(result.vae_decode_peak_rss_bytes, t.vae_decode_peak_rss);
+    run_load.push_back(t.load_s);
     text_encoder.push_back(t.text_encoder_s);
     unet_steps.insert(unet_steps.end(), t.unet_step_s.begin(), t.unet_step_s.end());
     vae_decode.push_back(t.vae_decode_s);
@@ -219,6 +221,7 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   // Without per-stage measurements the counter was never reset and holds the whole peak.
   result.peak_rss_bytes = std::max(peak_rss, peak_rss_bytes());
 
+  result.run_load_s = SampleStats::of(run_load);
   result.text_encoder_s = SampleStats::of(text_encoder);
   result.unet_step_s = SampleStats::of(unet_steps);
   result.vae_decode_s = SampleStats::of(vae_decode);
@@ -319,8 +322,9 @@ std::string format_benchmark_table(const BenchmarkResult& r) {
   const auto& m = r.machine;
   std::string out;
   out += fmt("sdrt bench: %s\n", o.model_dir.c_str());
-  out += fmt("  %dx%d, %d steps (%s), batch %d, guidance %g -> %d UNet rows per step, %s\n", o.width, o.height, o.steps,
-             o.scheduler.c_str(), o.batch, o.guidance, r.unet_batch, o.precision.c_str());
+  out += fmt("  %dx%d, %d steps (%s), batch %d, guidance %g -> %d UNet rows per step, %s, %s models\n", o.width,
+             o.height, o.steps, o.scheduler.c_str(), o.batch, o.guidance, r.unet_batch, o.precision.c_str(),
+             o.residency.c_str());
   out += fmt("  %d measured run%s after %d warm-up run%s; %d UNet call%s per run\n", o.runs, o.runs == 1 ? "" : "s",
              o.warmup, o.warmup == 1 ? "" : "s", r.unet_calls_per_run, r.unet_calls_per_run == 1 ? "" : "s");
   out +=
@@ -330,7 +334,11 @@ std::string format_benchmark_table(const BenchmarkResult& r) {
           yes_no(m.avx512_vnni).c_str(), yes_no(m.avx512_bf16).c_str(), yes_no(m.amx_bf16 || m.amx_int8).c_str());
 
   out += fmt("  %-28s %10s %10s %10s\n", "stage (seconds)", "median", "min", "max");
-  out += fmt("  %-28s %10.4f   (once per process)\n", "model load", r.load_s);
+  if (o.residency == "per-stage") {
+    out += seconds_row("model loads (per run)", r.run_load_s);
+  } else {
+    out += fmt("  %-28s %10.4f   (once per process)\n", "model load", r.load_s);
+  }
   out += r.compile_s ? fmt("  %-28s %10.4f\n", "compile", *r.compile_s) : fmt("  %-28s %10s\n", "compile", "n/a");
   out += seconds_row("text encoder", r.text_encoder_s);
   out += seconds_row(r.unet_batch > 1 ? "UNet step (one batched call)" : "UNet step", r.unet_step_s);
@@ -374,6 +382,7 @@ std::string format_benchmark_json(const BenchmarkResult& r) {
                  {"unet_batch", r.unet_batch},
                  {"unet_calls_per_run", r.unet_calls_per_run},
                  {"precision", o.precision},
+                 {"residency", o.residency},
                  {"runs", o.runs},
                  {"warmup", o.warmup},
                  {"prompt", o.prompt},
@@ -391,6 +400,7 @@ std::string format_benchmark_json(const BenchmarkResult& r) {
                     {"amx_bf16", m.amx_bf16},
                     {"amx_int8", m.amx_int8}}}};
   j["seconds"] = {{"load", r.load_s},
+                  {"run_load", stats_json(r.run_load_s)},
                   {"compile", r.compile_s ? nlohmann::ordered_json(*r.compile_s) : nlohmann::ordered_json(nullptr)},
                   {"text_encoder", stats_json(r.text_encoder_s)},
                   {"unet_step", stats_json(r.unet_step_s)},

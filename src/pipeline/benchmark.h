@@ -24,6 +24,7 @@ struct BenchmarkOptions {
   int width = 0, height = 0;  // 0: the model's native size
   int steps = 4;
   std::string precision = "fp32";  // fp32 | bf16 (kernels::Precision)
+  std::string residency = "resident";  // resident | per-stage (sdrt::Residency)
   int batch = 1;                   // images per prompt
   int runs = 3;
   int warmup = 1;
@@ -79,7 +80,8 @@ struct BenchmarkResult {
   int unet_batch = 0;          // rows per UNet call: 2 x batch when guided
   int unet_calls_per_run = 0;  // steps, or more for schedulers that warm up (PNDM: steps + 1)
 
-  double load_s = 0;                // the one load of this process
+  double load_s = 0;                // the one load of this process (per-stage: configs and tokenizer)
+  SampleStats run_load_s;           // per run: models loaded inside it (per-stage residency; else zeros)
   std::optional<double> compile_s;  // no compile step exists yet: unset ("n/a")
   SampleStats text_encoder_s;       // per run, all prompts
   SampleStats unet_step_s;          // per UNet call of every measured run, with its scheduler step

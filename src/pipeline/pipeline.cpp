@@ -113,43 +113,101 @@ void validate_params(const GenerateParams& p, int vae_scale) {
   SDRT_CHECK(std::isfinite(p.guidance), "--guidance must be finite");
 }
 
-StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir, kernels::Precision precision) {
+Residency residency_from_name(const std::string& name) {
+  if (name == "resident") return Residency::resident;
+  if (name == "per-stage") return Residency::per_stage;
+  fail("unknown residency '", name, "': expected resident or per-stage");
+}
+
+const char* residency_name(Residency r) { return r == Residency::resident ? "resident" : "per-stage"; }
+
+StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir, kernels::Precision precision,
+                                                      Residency residency) {
   auto t0 = Clock::now();
   check_model_index(dir);
   StableDiffusionPipeline p;
   p.dir_ = dir;
   p.precision_ = precision;
-  // Packing releases each layer's unpacked float32 weights, and their buffers go to the activation
-  // cache; freeing them after each component keeps them from staying resident for the life of the
-  // pipeline (~0.5 GB for SD 1.5), and makes the RSS growth per component its weights.
-  int64_t rss = current_rss_bytes();
-  auto rss_growth = [&rss] {
-    BufferCache::instance().release();
-    int64_t now = current_rss_bytes(), growth = now - rss;
-    rss = now;
-    return growth;
+  p.residency_ = residency;
+  auto config_of = [&dir](const char* component) {
+    return Config::load((std::filesystem::path(component_dir(dir, component)) / "config.json").string());
   };
+  p.text_encoder_config_ = ClipTextConfig::load(config_of("text_encoder"));
+  p.unet_config_ = UNetConfig::load(config_of("unet"));
+  p.vae_config_ = VaeConfig::load(config_of("vae"));
   p.tokenizer_ = std::make_shared<const ClipTokenizer>(ClipTokenizer::load(component_dir(dir, "tokenizer")));
-  p.text_encoder_ =
-      std::make_shared<const ClipTextModel>(ClipTextModel::load(component_dir(dir, "text_encoder"), precision));
-  p.load_memory_.text_encoder = rss_growth();
-  p.unet_ = std::make_shared<const UNet2DConditionModel>(
-      UNet2DConditionModel::load(component_dir(dir, "unet"), precision));
-  p.load_memory_.unet = rss_growth();
-  p.vae_ = std::make_shared<const AutoencoderKL>(AutoencoderKL::load(component_dir(dir, "vae"), precision));
-  p.load_memory_.vae = rss_growth();
   p.scheduler_config_ = std::make_shared<const Config>(
       Config::load((std::filesystem::path(component_dir(dir, "scheduler")) / "scheduler_config.json").string()));
 
-  const auto& ucfg = p.unet_->config();
-  int64_t hidden = p.text_encoder_->config().hidden_size;
+  const auto& ucfg = p.unet_config_;
+  int64_t hidden = p.text_encoder_config_.hidden_size;
   for (int64_t d : ucfg.cross_attention_dim)
     SDRT_CHECK(d == hidden, dir, ": unet cross_attention_dim ", d, " does not match the text encoder's hidden_size ",
                hidden);
-  SDRT_CHECK(ucfg.in_channels == p.vae_->config().latent_channels, dir, ": unet in_channels ", ucfg.in_channels,
-             " does not match the VAE's latent_channels ", p.vae_->config().latent_channels);
+  SDRT_CHECK(ucfg.in_channels == p.vae_config_.latent_channels, dir, ": unet in_channels ", ucfg.in_channels,
+             " does not match the VAE's latent_channels ", p.vae_config_.latent_channels);
+
+  if (residency == Residency::resident) {
+    // Packing releases each layer's unpacked float32 weights, and their buffers go to the activation
+    // cache; freeing them after each component keeps them from staying resident for the life of the
+    // pipeline (~0.5 GB for SD 1.5), and makes the RSS growth per component its weights.
+    int64_t rss = current_rss_bytes();
+    auto rss_growth = [&rss] {
+      BufferCache::instance().release();
+      int64_t now = current_rss_bytes(), growth = now - rss;
+      rss = now;
+      return growth;
+    };
+    double unused = 0;
+    p.text_encoder_ = p.text_encoder_for_stage(unused);
+    p.load_memory_.text_encoder = rss_growth();
+    p.unet_ = p.unet_for_stage(unused);
+    p.load_memory_.unet = rss_growth();
+    p.vae_ = p.vae_for_stage(unused);
+    p.load_memory_.vae = rss_growth();
+  }
   p.load_s_ = seconds_since(t0);
   return p;
+}
+
+namespace {
+
+template <class Model>
+std::shared_ptr<const Model> loaded_or_load(const std::shared_ptr<const Model>& resident, const std::string& dir,
+                                            kernels::Precision precision, double& load_s) {
+  if (resident) return resident;
+  auto t0 = Clock::now();
+  auto model = std::make_shared<const Model>(Model::load(dir, precision));
+  // The unpacked weights that packing let go of are in the activation cache; free them now.
+  BufferCache::instance().release();
+  load_s += seconds_since(t0);
+  return model;
+}
+
+template <class Model>
+const Model& resident_model(const std::shared_ptr<const Model>& model, const char* name) {
+  SDRT_CHECK(model, "the pipeline keeps no ", name, " between generations (Residency::per_stage)");
+  return *model;
+}
+
+}  // namespace
+
+std::shared_ptr<const ClipTextModel> StableDiffusionPipeline::text_encoder_for_stage(double& load_s) const {
+  return loaded_or_load(text_encoder_, component_dir(dir_, "text_encoder"), precision_, load_s);
+}
+
+std::shared_ptr<const UNet2DConditionModel> StableDiffusionPipeline::unet_for_stage(double& load_s) const {
+  return loaded_or_load(unet_, component_dir(dir_, "unet"), precision_, load_s);
+}
+
+std::shared_ptr<const AutoencoderKL> StableDiffusionPipeline::vae_for_stage(double& load_s) const {
+  return loaded_or_load(vae_, component_dir(dir_, "vae"), precision_, load_s);
+}
+
+const UNet2DConditionModel& StableDiffusionPipeline::unet() const { return resident_model(unet_, "UNet"); }
+const AutoencoderKL& StableDiffusionPipeline::vae() const { return resident_model(vae_, "VAE"); }
+const ClipTextModel& StableDiffusionPipeline::text_encoder() const {
+  return resident_model(text_encoder_, "text encoder");
 }
 
 std::string StableDiffusionPipeline::default_scheduler() const {
@@ -162,26 +220,32 @@ std::string StableDiffusionPipeline::default_scheduler() const {
 }
 
 int StableDiffusionPipeline::default_width() const {
-  int s = unet_->config().sample_size > 0 ? unet_->config().sample_size : 64;
-  return s * vae_->config().downscale();
+  int s = unet_config_.sample_size > 0 ? unet_config_.sample_size : 64;
+  return s * vae_config_.downscale();
 }
 
 int StableDiffusionPipeline::default_height() const { return default_width(); }
 
 Tensor StableDiffusionPipeline::encode_prompt(const std::string& prompt, int images, int clip_skip) const {
-  int max_len = static_cast<int>(text_encoder_->config().max_position_embeddings);
+  double load_s = 0;
+  return encode_prompt(*text_encoder_for_stage(load_s), prompt, images, clip_skip);
+}
+
+Tensor StableDiffusionPipeline::encode_prompt(const ClipTextModel& text_encoder, const std::string& prompt, int images,
+                                              int clip_skip) const {
+  int max_len = static_cast<int>(text_encoder.config().max_position_embeddings);
   auto ids = tokenizer_->encode(prompt, max_len);
-  Tensor embeds = text_encoder_->forward(ids, 1, clip_skip);
+  Tensor embeds = text_encoder.forward(ids, 1, clip_skip);
   return repeat_rows(embeds, images);
 }
 
 GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, const StepCallback& on_step) const {
   auto t_start = Clock::now();
-  int scale = vae_->config().downscale();
+  int scale = vae_config_.downscale();
   validate_params(params, scale);
   int width = params.width ? params.width : default_width();
   int height = params.height ? params.height : default_height();
-  const int64_t n = params.images, channels = unet_->config().in_channels;
+  const int64_t n = params.images, channels = unet_config_.in_channels;
   const Shape latent_shape{n, channels, height / scale, width / scale};
 
   GenerateResult result;
@@ -195,10 +259,17 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
   // The stage's peak RSS, when asked for: the counter is reset as the stage starts.
   const bool measure_memory = params.measure_stage_memory && reset_peak_rss();
   auto stage_peak = [&]() -> int64_t { return measure_memory ? peak_rss_bytes() : 0; };
-  auto t0 = Clock::now();
-  Tensor context = encode_prompt(params.prompt, params.images, params.clip_skip);
-  if (guided) context = concat_rows(encode_prompt(params.negative_prompt, params.images, params.clip_skip), context);
-  result.times.text_encoder_s = seconds_since(t0);
+  double& load_s = result.times.load_s;
+  Tensor context;
+  {
+    auto text_encoder = text_encoder_for_stage(load_s);
+    auto t0 = Clock::now();
+    context = encode_prompt(*text_encoder, params.prompt, params.images, params.clip_skip);
+    if (guided)
+      context = concat_rows(encode_prompt(*text_encoder, params.negative_prompt, params.images, params.clip_skip),
+                            context);
+    result.times.text_encoder_s = seconds_since(t0);
+  }
   result.times.text_encoder_peak_rss = stage_peak();
   if (measure_memory) reset_peak_rss();
 
@@ -219,12 +290,13 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
                ", expected ", shape_str(expected), " (one noise sample per step)");
   }
 
+  auto unet = unet_for_stage(load_s);
   for (size_t i = 0; i < timesteps.size(); ++i) {
     auto t_step = Clock::now();
     Tensor scaled = scheduler->scale_model_input(latents, i);
     Tensor model_in = guided ? concat_rows(scaled, scaled) : scaled;
     std::vector<float> t(static_cast<size_t>(model_in.dim(0)), static_cast<float>(timesteps[i]));
-    Tensor out = unet_->forward(model_in, t, context);
+    Tensor out = unet->forward(model_in, t, context);
     Tensor noise_pred = guided ? apply_guidance(out, params.guidance) : out;
     Tensor step_noise;
     if (scheduler->needs_noise(i)) {
@@ -241,24 +313,31 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
   result.latents = latents;
   result.times.unet_peak_rss = stage_peak();
 
-  // The UNet's cached activation buffers are the wrong sizes for the decoder: free them first.
+  // The UNet's cached activation buffers are the wrong sizes for the decoder: free them first, and
+  // the UNet itself unless it stays resident.
+  unet.reset();
   BufferCache::instance().release();
   if (measure_memory) reset_peak_rss();
+  auto vae = vae_for_stage(load_s);
   // Decode one image at a time: identical results, a fraction of the peak activation memory.
-  t0 = Clock::now();
-  const auto& vcfg = vae_->config();
+  auto t0 = Clock::now();
+  const auto& vcfg = vae->config();
   std::vector<Tensor> decoded;
   for (int64_t b = 0; b < n; ++b) {
     Tensor z = latents.slice0(b, b + 1).clone();
     for (int64_t i = 0; i < z.numel(); ++i) z[i] = z[i] / vcfg.scaling_factor + vcfg.shift_factor;
-    decoded.push_back(to_nhwc_unit_range(vae_->decode(z)));
+    decoded.push_back(to_nhwc_unit_range(vae->decode(z)));
   }
   result.images = Tensor::empty({n, decoded[0].dim(1), decoded[0].dim(2), 3});
   for (int64_t b = 0; b < n; ++b)
     std::copy(decoded[b].data(), decoded[b].data() + decoded[b].numel(), result.images.data() + b * decoded[b].numel());
   result.times.vae_decode_s = seconds_since(t0);
   result.times.vae_decode_peak_rss = stage_peak();
-  result.times.total_s = seconds_since(t_start);
+  // An idle pipeline holds its weights, not the decoder's GB of activation buffers; the next
+  // generation's first UNet step refills the cache.
+  vae.reset();
+  BufferCache::instance().release();
+  result.times.total_s = seconds_since(t_start) - load_s;
   return result;
 }
 

@@ -4,6 +4,8 @@
 //
 // The loaded models are immutable; generate() keeps all per-run state on its own stack, so
 // one loaded pipeline can serve several generations.
+//
+// Residency decides whether the models stay loaded between generations or only for their stage.
 #pragma once
 
 #include <functional>
@@ -41,10 +43,11 @@ struct GenerateParams {
 };
 
 struct StageTimes {
+  double load_s = 0;  // loading models inside generate() (Residency::per_stage); not in the stage times
   double text_encoder_s = 0;
   std::vector<double> unet_step_s;  // one entry per model evaluation (guided batch)
   double vae_decode_s = 0;
-  double total_s = 0;
+  double total_s = 0;  // the whole generation, less load_s
   // With GenerateParams::measure_stage_memory: the peak RSS during each stage, in bytes (0: not measured).
   int64_t text_encoder_peak_rss = 0, unet_peak_rss = 0, vae_decode_peak_rss = 0;
 };
@@ -73,12 +76,26 @@ struct LoadMemory {
   int64_t text_encoder = 0, unet = 0, vae = 0;
 };
 
+// Where the models live between generations.
+enum class Residency {
+  // load() loads all three and they stay: repeated generations pay no load time (server, bench).
+  resident,
+  // Each model loads when its stage starts and is freed when the stage ends, so the peak RSS is the
+  // largest stage's (the UNet's weights plus its activations) instead of every model's weights plus
+  // the largest stage's activations. For one-shot runs, which load each model once anyway.
+  per_stage,
+};
+Residency residency_from_name(const std::string& name);  // "resident" | "per-stage"
+const char* residency_name(Residency r);
+
 class StableDiffusionPipeline {
  public:
   // `dir` is a diffusers folder: model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/.
   // `precision` is what the models' convolutions, linear layers and (UNet, VAE) attention products
-  // compute in (kernels::Precision).
-  static StableDiffusionPipeline load(const std::string& dir, kernels::Precision precision = kernels::Precision::f32);
+  // compute in (kernels::Precision). Configs are read and checked now in either residency, so a
+  // bad folder fails here, not halfway through a generation.
+  static StableDiffusionPipeline load(const std::string& dir, kernels::Precision precision = kernels::Precision::f32,
+                                      Residency residency = Residency::resident);
 
   GenerateResult generate(const GenerateParams& params, const StepCallback& on_step = nullptr) const;
 
@@ -86,9 +103,13 @@ class StableDiffusionPipeline {
   Tensor encode_prompt(const std::string& prompt, int images, int clip_skip) const;
 
   const std::string& dir() const { return dir_; }
-  const UNet2DConditionModel& unet() const { return *unet_; }
-  const AutoencoderKL& vae() const { return *vae_; }
-  const ClipTextModel& text_encoder() const { return *text_encoder_; }
+  // The loaded models (Residency::resident only; per_stage holds none between generations).
+  const UNet2DConditionModel& unet() const;
+  const AutoencoderKL& vae() const;
+  const ClipTextModel& text_encoder() const;
+  const UNetConfig& unet_config() const { return unet_config_; }
+  const VaeConfig& vae_config() const { return vae_config_; }
+  const ClipTextConfig& text_encoder_config() const { return text_encoder_config_; }
   const ClipTokenizer& tokenizer() const { return *tokenizer_; }
   const Config& scheduler_config() const { return *scheduler_config_; }
   // pndm, ddim, euler, ... from scheduler_config.json's _class_name.
@@ -97,10 +118,21 @@ class StableDiffusionPipeline {
   int default_height() const;
   double load_seconds() const { return load_s_; }
   kernels::Precision precision() const { return precision_; }
+  Residency residency() const { return residency_; }
+  // Residency::resident: what each model added to the RSS as load() loaded it (per_stage: zeros).
   const LoadMemory& load_memory() const { return load_memory_; }
 
  private:
+  // The model itself when resident, else a fresh load that the caller's stage frees.
+  std::shared_ptr<const ClipTextModel> text_encoder_for_stage(double& load_s) const;
+  std::shared_ptr<const UNet2DConditionModel> unet_for_stage(double& load_s) const;
+  std::shared_ptr<const AutoencoderKL> vae_for_stage(double& load_s) const;
+  Tensor encode_prompt(const ClipTextModel& text_encoder, const std::string& prompt, int images, int clip_skip) const;
+
   std::string dir_;
+  ClipTextConfig text_encoder_config_;
+  UNetConfig unet_config_;
+  VaeConfig vae_config_;
   std::shared_ptr<const ClipTokenizer> tokenizer_;
   std::shared_ptr<const ClipTextModel> text_encoder_;
   std::shared_ptr<const UNet2DConditionModel> unet_;
@@ -108,6 +140,7 @@ class StableDiffusionPipeline {
   std::shared_ptr<const Config> scheduler_config_;
   double load_s_ = 0;
   kernels::Precision precision_ = kernels::Precision::f32;
+  Residency residency_ = Residency::resident;
   LoadMemory load_memory_;
 };
 

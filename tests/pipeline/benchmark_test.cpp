@@ -170,6 +170,23 @@ TEST(Benchmark, StepMacsAgreeAcrossStepsAndBatch) {
   EXPECT_EQ(r.unet.peak_fraction, 0);
 }
 
+TEST(Benchmark, PerStageResidencyLoadsInEachRunAndCountsTheSameWork) {
+  BenchmarkOptions o = tiny_options();
+  o.residency = "per-stage";
+  o.measure_peak = false;
+  BenchmarkResult r = run_benchmark(o);
+  ASSERT_EQ(r.run_load_s.samples.size(), 1u);
+  EXPECT_GT(r.run_load_s.median, 0);
+  EXPECT_EQ(r.load_memory.unet, 0);  // nothing loaded up front
+  EXPECT_EQ(r.unet.macs.total(), 2 * kTinyUnetMacs);
+  EXPECT_EQ(r.vae_decoder.macs.total(), kTinyVaeDecoderMacs);
+  auto j = nlohmann::json::parse(format_benchmark_json(r));
+  EXPECT_EQ(j["config"]["residency"], "per-stage");
+  EXPECT_NE(format_benchmark_table(r).find("model loads (per run)"), std::string::npos);
+  o.residency = "lazy";
+  EXPECT_THROW(run_benchmark(o), Error);
+}
+
 TEST(Benchmark, JsonReportParsesAndCarriesTheNumbers) {
   BenchmarkOptions o = tiny_options();
   o.measure_peak = false;

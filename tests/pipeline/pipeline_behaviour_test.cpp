@@ -56,6 +56,27 @@ TEST(PipelineBehaviour, ImagesPerPromptShareOneGeneratorStream) {
   EXPECT_REL_LE(tiny().generate(p).images, two.images.slice0(1, 2).clone(), 1e-5);
 }
 
+TEST(PipelineBehaviour, PerStageResidencyGivesTheSameImageAndKeepsNoModels) {
+  auto per_stage =
+      StableDiffusionPipeline::load(testing::tiny_model_dir(), kernels::Precision::f32, Residency::per_stage);
+  GenerateParams p = small_request();
+  GenerateResult r = per_stage.generate(p);
+  EXPECT_REL_LE(r.images, tiny().generate(p).images, 0.0);
+  EXPECT_GT(r.times.load_s, 0.0);  // each stage loaded its model
+  EXPECT_EQ(per_stage.default_width(), tiny().default_width());
+  EXPECT_THROW(per_stage.unet(), Error);
+  EXPECT_THROW(per_stage.vae(), Error);
+  EXPECT_THROW(per_stage.text_encoder(), Error);
+  EXPECT_EQ(tiny().generate(p).times.load_s, 0.0);  // resident: nothing loads per run
+}
+
+TEST(PipelineBehaviour, ResidencyNames) {
+  EXPECT_EQ(residency_from_name("per-stage"), Residency::per_stage);
+  EXPECT_EQ(residency_from_name("resident"), Residency::resident);
+  EXPECT_STREQ(residency_name(Residency::per_stage), "per-stage");
+  EXPECT_THROW(residency_from_name("lazy"), Error);
+}
+
 TEST(PipelineBehaviour, GuidanceOneSkipsTheUnconditionalPass) {
   GenerateParams p = small_request();
   p.guidance = 1.0f;
