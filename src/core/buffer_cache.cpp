@@ -1,7 +1,9 @@
 #include "core/buffer_cache.h"
 
 #include <cstdlib>
+#include <iterator>
 #include <new>
+#include <vector>
 
 namespace sdrt {
 
@@ -33,11 +35,15 @@ std::shared_ptr<float> BufferCache::allocate(size_t bytes) {
   void* p = nullptr;
   {
     std::lock_guard lock(mutex_);
-    auto it = free_.find(size);
-    if (it != free_.end()) {
+    auto it = free_.lower_bound(size);
+    if (it != free_.end() && it->first <= size + size / 2) {
+      size = it->first;
       p = it->second;
       free_.erase(it);
       cached_ -= size;
+      ++counts_.hits;
+    } else {
+      ++counts_.misses;
     }
   }
   if (!p) p = aligned_or_throw(size);
@@ -69,6 +75,11 @@ void BufferCache::release() {
 size_t BufferCache::cached_bytes() const {
   std::lock_guard lock(mutex_);
   return cached_;
+}
+
+BufferCache::Counts BufferCache::counts() const {
+  std::lock_guard lock(mutex_);
+  return counts_;
 }
 
 void BufferCache::set_capacity(size_t bytes) {

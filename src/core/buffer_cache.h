@@ -17,10 +17,17 @@ class BufferCache {
   static BufferCache& instance();
 
   // A 64-byte aligned buffer of at least `bytes`, returned to the cache when the last owner drops it.
+  // A cached buffer of up to 1.5x `bytes` serves the request: shapes that differ a little (a feed-forward's
+  // last, shorter slice) then share buffers instead of each keeping its own.
   std::shared_ptr<float> allocate(size_t bytes);
   // Frees every cached (unused) buffer, e.g. between pipeline stages whose sizes differ.
   void release();
   size_t cached_bytes() const;
+  // Allocations served from the cache and those that had to allocate, since the process started.
+  struct Counts {
+    size_t hits = 0, misses = 0;
+  };
+  Counts counts() const;
   // Buffers smaller than this bypass the cache (malloc serves them well).
   static constexpr size_t kMinCachedBytes = 64 * 1024;
 
@@ -33,6 +40,7 @@ class BufferCache {
   mutable std::mutex mutex_;
   std::multimap<size_t, void*> free_;
   size_t cached_ = 0;
+  Counts counts_;
   size_t capacity_ = size_t{2} << 30;
 };
 

@@ -20,6 +20,9 @@ struct Transformer2DConfig {
   bool use_linear_projection = false;  // proj_in/proj_out are Linear instead of 1x1 convolutions
   bool only_cross_attention = false;   // attn1 attends to the context instead of itself
   bool upcast_attention = false;       // fp16 softmax upcast in diffusers; everything is fp32 here
+  // Runtime, not from config.json: the most bytes of GEGLU input one feed-forward slice of rows
+  // may take (see BasicTransformerBlock::feed_forward_inplace).
+  int64_t feed_forward_slice_bytes = int64_t{16} << 20;
   int64_t inner_dim() const { return heads * head_dim; }
 };
 
@@ -31,7 +34,10 @@ class BasicTransformerBlock {
   void apply_inplace(Tensor& x, const Tensor& context) const;
 
  private:
+  void feed_forward_inplace(Tensor& x) const;
+
   bool only_cross_attention_ = false;
+  int64_t feed_forward_slice_bytes_ = 0;
   LayerNorm norm1_, norm2_, norm3_;
   Attention attn1_, attn2_;
   Linear ff_proj_in_;   // ff.net.0.proj: dim -> 2 * 4dim, split into (hidden, gate) for GEGLU

@@ -1,5 +1,7 @@
 #include "models/vae.h"
 
+#include "core/buffer_cache.h"
+
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -175,6 +177,9 @@ Tensor VaeDecoder::operator()(Tensor z, VaeTrace* trace) const {
   for (size_t i = 0; i < up_blocks_.size(); ++i) {
     h = up_blocks_[i](std::move(h));
     record(trace, str("decoder.up_blocks.", i), h);
+    // Each level doubles the resolution, so the buffers the cache kept from the last one are the
+    // wrong sizes for the next: holding them would add up to GBs to the peak at 512x512.
+    BufferCache::instance().release();
   }
   h = conv_out_(norm_silu(conv_norm_out_, h, trace, "decoder.conv_norm_out"));
   record(trace, "decoder.conv_out", h);
