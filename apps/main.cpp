@@ -6,8 +6,10 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/memory_stats.h"
 
 int main(int argc, char** argv) {
+  sdrt::return_large_frees_to_the_kernel();
   CLI::App app{"sdrt: Stable Diffusion runtime for CPUs"};
   app.require_subcommand(1);
   std::map<CLI::App*, sdrt::app::Command> commands;

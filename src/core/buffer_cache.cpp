@@ -36,7 +36,7 @@ std::shared_ptr<float> BufferCache::allocate(size_t bytes) {
   {
     std::lock_guard lock(mutex_);
     auto it = free_.lower_bound(size);
-    if (it != free_.end() && it->first <= size + size / 2) {
+    if (it != free_.end() && it->first <= size * 4) {
       size = it->first;
       p = it->second;
       free_.erase(it);

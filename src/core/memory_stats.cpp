@@ -1,5 +1,7 @@
 #include "core/memory_stats.h"
 
+#include <malloc.h>
+
 #include <fstream>
 #include <string>
 
@@ -32,5 +34,7 @@ bool reset_peak_rss() {
   out.flush();
   return static_cast<bool>(out);
 }
+
+void return_large_frees_to_the_kernel() { mallopt(M_MMAP_THRESHOLD, 1 << 20); }
 
 }  // namespace sdrt
