@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 
@@ -100,15 +101,49 @@ def synthetic_data(n, res):
     return torch.from_numpy(np.stack(imgs)), meta
 
 
-def make_caption(rec, rng, p_tags=0.3, p_style=0.85):
-    """'red apple, twitter style'; sometimes with 1-2 keywords, sometimes without style."""
-    parts = [rec["label"]]
-    tags = [t for t in rec["tags"] if t and t.lower() not in rec["label"].lower()]
-    if tags and rng.random() < p_tags:
-        parts += rng.sample(tags, min(len(tags), rng.randint(1, 2)))
-    if rng.random() < p_style:
-        parts.append(rec["style"] + " style")
-    return ", ".join(parts)
+# Framings a user types around an emoji's name. Training on them (and on stray words, below)
+# is what lets "cartoon bird" work: a caption-only model sees each prompt word either as
+# trained or as a random, never-updated embedding that derails the causal text encoder.
+# evaluate_adherence.py holds out other framings ("a drawing of ...", "... sticker") to
+# measure wordings no caption had.
+CAPTION_TEMPLATES = ["{}", "{}", "a {}", "{} emoji", "a {} emoji", "cartoon {}", "a cartoon {}",
+                     "{} icon", "an emoji of a {}", "{} cartoon"]
+
+
+def with_article(template, name):
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    return template.replace("a {}", article + " {}").format(name)
+
+
+class CaptionMaker:
+    """'red apple, twitter style', 'cartoon red apple', 'an emoji of a red apple, google
+    style', sometimes with 1-2 keywords, sometimes with a stray vocabulary word."""
+
+    def __init__(self, tokenizer, meta, p_tags=0.3, p_style=0.7, p_template=0.5, p_stray=0.15):
+        self.p_tags, self.p_style, self.p_template, self.p_stray = p_tags, p_style, p_template, p_stray
+        label_words = {w for m in meta for w in re.findall(r"[a-z]+", m["label"].lower())}
+        label_words |= {w for t in CAPTION_TEMPLATES for w in re.findall(r"[a-z]+", t)} | {"style"}
+        self.stray_words = sorted(w[:-4] for w in tokenizer.encoder
+                                  if w.endswith("</w>") and re.fullmatch(r"[a-z]{3,}", w[:-4])
+                                  and w[:-4] not in label_words)
+
+    def __call__(self, rec, rng):
+        name = rec["label"]
+        if rng.random() < self.p_template:
+            name = with_article(rng.choice(CAPTION_TEMPLATES), name)
+        parts = [name]
+        tags = [t for t in rec["tags"] if t and t.lower() not in rec["label"].lower()]
+        if tags and rng.random() < self.p_tags:
+            parts += rng.sample(tags, min(len(tags), rng.randint(1, 2)))
+        if rng.random() < self.p_style:
+            parts.append(rec["style"] + " style")
+        text = ", ".join(parts)
+        if self.stray_words and rng.random() < self.p_stray:
+            words = text.split(" ")
+            for _ in range(rng.randint(1, 2)):
+                words.insert(rng.randint(0, len(words)), rng.choice(self.stray_words))
+            text = " ".join(words)
+        return text
 
 
 class CaptionIds:
@@ -119,9 +154,12 @@ class CaptionIds:
     def __call__(self, captions):
         out = []
         for c in captions:
-            if c not in self.cache:
-                self.cache[c] = self.tok(c)
-            out.append(self.cache[c])
+            ids = self.cache.get(c)
+            if ids is None:
+                ids = self.tok(c)
+                if len(self.cache) < 200000:  # captions with stray words rarely repeat
+                    self.cache[c] = ids
+            out.append(ids)
         return torch.tensor(out, dtype=torch.long)
 
 
@@ -306,6 +344,7 @@ def train_unet(args, unet, te, vae_ema, lat_mean, lat_std, scaling, data, tok, l
     gen = torch.Generator().manual_seed(args.seed + 2)
     rng = random.Random(args.seed + 3)
     ids_of = CaptionIds(tok)
+    make_caption = CaptionMaker(tok, data.meta)
     params = list(unet.parameters()) + list(te.parameters())
     opt, sched = make_optimizer(params, args.unet_lr, args.weight_decay,
                                 min(500, args.unet_steps // 10 + 1), args.unet_steps)
@@ -360,6 +399,7 @@ def bench(args, cfgs, data, tok):
         ema.update(vae)
     res["vae_s_per_step"] = (time.time() - t0) / args.bench
     ids_of = CaptionIds(tok)
+    make_caption = CaptionMaker(tok, data.meta)
     rng = random.Random(0)
     params = list(unet.parameters()) + list(te.parameters())
     opt, sched = make_optimizer(params, 1e-4, 0.0, 1, 100)
