@@ -1,8 +1,7 @@
 #!/usr/bin/python3
 """Measures how well a model's pictures follow their prompts, through the C++ engine.
 
-For a fixed list of prompts (emoji names, in the training captions' wording and in
-wordings the captions never used) and a few seeds, `sdrt generate` draws every image. Each
+For a fixed list of prompts (emoji names in three kinds of wording, below) and a few seeds, `sdrt generate` draws every image. Each
 image is then scored by nearest-neighbour retrieval among the training set's images (pixel
 space, 32x32, RGB in [0, 1]):
 
@@ -17,9 +16,9 @@ if the picture did not depend on the prompt. Chance for a single name is 1/1906.
       --out docs/adherence --seeds 1 2 3
 
 writes results.json, a markdown table (also printed) and a contact sheet into --out
-(contact_sheet.png: seen prompts left, unseen right; one row per prompt with its top-1 hits
-over the seeds, one column per seed, then the training image nearest to the first seed's
-picture).
+(contact_sheet.png: one panel per wording group, left to right; one row per prompt with its
+top-1 hits over the seeds, one column per seed, then the training image nearest to the first
+seed's picture).
 """
 import argparse
 import json
@@ -34,10 +33,13 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# (prompt, emoji name it asks for). "seen" prompts use the training captions' own wording
-# ("<name>, <style> style"); the data set holds every name in both styles, so no
-# name/style pair is new. "unseen" prompts put the name in wordings no caption had
-# ("cartoon", "emoji", "icon", articles, no style at all).
+# (prompt, emoji name it asks for), in three groups of wording:
+#   caption:  the training captions' base form "<name>, <style> style"; the data set holds every
+#             name in both styles, so no name/style pair is new.
+#   template: framings that train.py's CAPTION_TEMPLATES put around names ("cartoon", "emoji",
+#             "icon", articles, no style), with names the templates may or may not have met.
+#   held-out: framings no caption template had ("a drawing of", "sticker", "clipart", ...):
+#             how the model copes with words it was never taught to frame a name.
 SEEN = [
     ("red apple, google style", "red apple"),
     ("red apple, twitter style", "red apple"),
@@ -64,7 +66,7 @@ SEEN = [
     ("sunflower, google style", "sunflower"),
     ("carrot, twitter style", "carrot"),
 ]
-UNSEEN = [
+TEMPLATE = [
     ("cartoon bird", "bird"),
     ("red apple", "red apple"),
     ("a red apple emoji", "red apple"),
@@ -82,6 +84,25 @@ UNSEEN = [
     ("cartoon watermelon", "watermelon"),
     ("a soccer ball", "soccer ball"),
 ]
+HELD_OUT = [
+    ("a drawing of a bird", "bird"),
+    ("red apple sticker", "red apple"),
+    ("a picture of a banana", "banana"),
+    ("pizza clipart", "pizza"),
+    ("a cute cat face", "cat face"),
+    ("penguin illustration", "penguin"),
+    ("fire symbol", "fire"),
+    ("a small red heart", "red heart"),
+    ("rocket drawing", "rocket"),
+    ("a happy snowman", "snowman"),
+    ("sunflower sticker", "sunflower"),
+    ("carrot clipart", "carrot"),
+    ("a drawing of a watermelon", "watermelon"),
+    ("soccer ball symbol", "soccer ball"),
+    ("a picture of a house", "house"),
+    ("dog face sticker", "dog face"),
+]
+GROUPS = [("caption", SEEN), ("template", TEMPLATE), ("held-out", HELD_OUT)]
 
 
 def load_training_set(prefix):
@@ -170,7 +191,7 @@ def contact_sheet(panels, path, label_width=250, gap=16):
 def markdown(summary):
     lines = ["| prompts | images | top-1 | top-5 | shuffled top-1 | shuffled top-5 |",
              "|---|---|---|---|---|---|"]
-    for group in ("seen", "unseen", "all"):
+    for group in [g for g, _ in GROUPS] + ["all"]:
         s = summary[group]
         lines.append("| %s | %d | %.1f %% | %.1f %% | %.1f %% | %.1f %% |" % (
             group, s["images"], 100 * s["top1"], 100 * s["top5"],
@@ -198,12 +219,12 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     bank_images, bank_names = load_training_set(args.data)
     bank_set = set(bank_names)
-    for _, name in SEEN + UNSEEN:
+    for _, name in [case for _, cases in GROUPS for case in cases]:
         if name not in bank_set:
             sys.exit("evaluate_adherence: '%s' is not an emoji name in the training set" % name)
     bank = features(bank_images)
 
-    cases = [("seen", p, n) for p, n in SEEN] + [("unseen", p, n) for p, n in UNSEEN]
+    cases = [(group, p, n) for group, prompts in GROUPS for p, n in prompts]
     t0 = time.time()
     generated, records = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,7 +242,7 @@ def main():
     for rec, r in zip(records, retrieved):
         rec["retrieved"] = r
     summary = {}
-    for group in ("seen", "unseen", "all"):
+    for group in [g for g, _ in GROUPS] + ["all"]:
         idx = [i for i, r in enumerate(records) if group == "all" or r["group"] == group]
         ret = [retrieved[i] for i in idx]
         tgt = [records[i]["name"] for i in idx]
@@ -237,13 +258,13 @@ def main():
     table = markdown(summary)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")
-    panels = {"seen": [], "unseen": []}
+    panels = {g: [] for g, _ in GROUPS}
     for i, (group, prompt, name) in enumerate(cases):
         k = i * len(args.seeds)
         imgs = generated[k:k + len(args.seeds)] + [bank_images[nearest[k]]]
         hits = sum(records[k + j]["retrieved"][0] == name for j in range(len(args.seeds)))
         panels[group].append(("%s  [%d/%d]" % (prompt, hits, len(args.seeds)), imgs))
-    contact_sheet([panels["seen"], panels["unseen"]], os.path.join(args.out, "contact_sheet.png"))
+    contact_sheet([panels[g] for g, _ in GROUPS], os.path.join(args.out, "contact_sheet.png"))
     print(table)
     print("%d images in %.0f s; details in %s" % (len(records), seconds, os.path.join(args.out, "results.json")))
 
