@@ -60,6 +60,8 @@ Command add_bench_command(CLI::App& app) {
   cmd->add_option("--runs", b.runs, "measured runs")->capture_default_str();
   cmd->add_option("--warmup", b.warmup, "unmeasured runs first")->capture_default_str();
   cmd->add_option("--threads,-t", b.threads, "threads (default: physical cores)");
+  cmd->add_flag("!--no-peak", b.measure_peak,
+               "skip the matmul peak microbenchmark (no fraction-of-peak column), e.g. in a grid of runs");
   cmd->add_option("--json", o->json_file, "also write every number, with machine info, to this JSON file");
   cmd->add_flag("--quiet,-q", o->quiet, "no progress on stderr");
   return [o] { run_bench(*o); };
