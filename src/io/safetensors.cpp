@@ -233,12 +233,10 @@ Tensor SafeTensors::load_f32(const std::string& name) const {
       }
       break;
     case DType::F16:
+      f16_to_float_n(p, out, n);
+      break;
     case DType::BF16:
-      for (int64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * k, 2);
-        out[k] = i.dtype == DType::F16 ? f16_to_float(h) : bf16_to_float(h);
-      }
+      bf16_to_float_n(p, out, n);
       break;
     default:
       fail(path_, ": tensor '", name, "' has dtype ", dtype_name(i.dtype), ", expected a float type");
