@@ -165,6 +165,9 @@ StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir, ke
     p.load_memory_.unet = rss_growth();
     p.vae_ = p.vae_for_stage(unused);
     p.load_memory_.vae = rss_growth();
+  } else {
+    // Weights load stage by stage later; a folder without them should fail now, not mid-run.
+    for (const char* component : {"text_encoder", "unet", "vae"}) find_weights_file(component_dir(dir, component));
   }
   p.load_s_ = seconds_since(t0);
   return p;

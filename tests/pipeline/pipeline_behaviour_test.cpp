@@ -1,6 +1,8 @@
 // Pipeline behaviour the golden runs do not cover: batching, guidance <= 1, seeds, bad requests.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "core/error.h"
 #include "core/rng.h"
 #include "pipeline/pipeline.h"
@@ -68,6 +70,20 @@ TEST(PipelineBehaviour, PerStageResidencyGivesTheSameImageAndKeepsNoModels) {
   EXPECT_THROW(per_stage.vae(), Error);
   EXPECT_THROW(per_stage.text_encoder(), Error);
   EXPECT_EQ(tiny().generate(p).times.load_s, 0.0);  // resident: nothing loads per run
+}
+
+TEST(PipelineBehaviour, PerStageLoadStillFailsOnAMissingWeightsFile) {
+  std::string dir = testing::scratch_dir("per-stage-no-unet-weights");
+  std::filesystem::remove_all(dir);
+  std::filesystem::copy(testing::tiny_model_dir(), dir, std::filesystem::copy_options::recursive);
+  for (const auto& entry : std::filesystem::directory_iterator(dir + "/unet"))
+    if (entry.path().extension() == ".safetensors") std::filesystem::remove(entry.path());
+  try {
+    StableDiffusionPipeline::load(dir, kernels::Precision::f32, Residency::per_stage);
+    FAIL() << "loaded a pipeline whose UNet has no weights";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unet"), std::string::npos) << e.what();
+  }
 }
 
 TEST(PipelineBehaviour, ResidencyNames) {
