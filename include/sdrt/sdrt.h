@@ -1,6 +1,7 @@
 // sdrt public API: load a diffusers Stable Diffusion folder once, generate many images.
 //
 //   sdrt::StableDiffusionPipeline pipe = sdrt::StableDiffusionPipeline::load("models/default");
+//   pipe.compile({/*images=*/1, /*width=*/512, /*height=*/512});  // optional: kernel plans made now
 //   sdrt::GenerateParams p;
 //   p.prompt = "red apple";
 //   p.steps = 20;

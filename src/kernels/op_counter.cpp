@@ -23,6 +23,7 @@ int64_t MacCounter::total_macs() const {
 
 void MacCounter::reset() {
   for (auto& m : macs_) m.store(0, std::memory_order_relaxed);
+  plans_.store(0, std::memory_order_relaxed);
 }
 
 }  // namespace sdrt::kernels

@@ -5,6 +5,10 @@
 // matrix products of attention (q k^T and p v). Norms, activations, softmax and element-wise
 // ops are left out, which is the usual convention for diffusion-model FLOP figures.
 //
+// The same counter also counts the kernel plans (oneDNN primitives for one input shape) created
+// under it: once a shape is compiled (StableDiffusionPipeline::compile) a generation of that shape
+// must create none.
+//
 // Counting is opt-in per thread: an OpCounterScope installs a counter for the thread that
 // creates it, and the kernels call count_macs() on their calling thread before they fan out to
 // OpenMP workers. With no scope installed a call costs one thread-local load and a branch.
@@ -31,11 +35,14 @@ class MacCounter {
   void add(OpKind kind, int64_t macs) { macs_[index(kind)].fetch_add(macs, std::memory_order_relaxed); }
   int64_t macs(OpKind kind) const { return macs_[index(kind)].load(std::memory_order_relaxed); }
   int64_t total_macs() const;
+  void add_plan() { plans_.fetch_add(1, std::memory_order_relaxed); }
+  int64_t plans() const { return plans_.load(std::memory_order_relaxed); }
   void reset();
 
  private:
   static size_t index(OpKind kind) { return static_cast<size_t>(kind); }
   std::array<std::atomic<int64_t>, kOpKindCount> macs_{};
+  std::atomic<int64_t> plans_{0};
 };
 
 namespace detail {
@@ -63,6 +70,11 @@ inline bool counting_macs() { return detail::active_mac_counter != nullptr; }
 // Called by the kernels at entry, on the calling thread.
 inline void count_macs(OpKind kind, int64_t macs) {
   if (MacCounter* counter = detail::active_mac_counter) counter->add(kind, macs);
+}
+
+// Called by the packed kernels when they create a plan for a new input shape, on the calling thread.
+inline void count_plan_created() {
+  if (MacCounter* counter = detail::active_mac_counter) counter->add_plan();
 }
 
 // softmax(q k^T) v with q [B, Lq, heads*d] and k [B, Lk, heads*d]: B*heads*Lq*Lk*d MACs for q k^T

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "kernels/conv_linear_shapes.h"
+#include "kernels/op_counter.h"
 #include "kernels/packed_weights.h"
 
 namespace sdrt::kernels {
@@ -123,6 +124,7 @@ struct PackedConv2d::Impl {
   }
 
   std::shared_ptr<const ConvPlan> make_plan(const ConvShape& s, bool accumulate, WeightLayouts& weights) const {
+    count_plan_created();
     ConvPd pd = choose_primitive_desc(s, accumulate);
     auto plan = std::make_shared<ConvPlan>();
     plan->conv = dnnl::convolution_forward(pd);

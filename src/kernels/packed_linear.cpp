@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "kernels/conv_linear_shapes.h"
+#include "kernels/op_counter.h"
 #include "kernels/packed_weights.h"
 
 namespace sdrt::kernels {
@@ -65,6 +66,7 @@ struct PackedLinear::Impl {
   }
 
   std::shared_ptr<const LinearPlan> make_plan(int64_t rows, bool accumulate, WeightLayouts& weights) const {
+    count_plan_created();
     auto pd = primitive_desc(rows, accumulate);
     auto plan = std::make_shared<LinearPlan>();
     plan->matmul = dnnl::matmul(pd);

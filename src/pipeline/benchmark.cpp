@@ -182,15 +182,19 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   result.load_s = pipe.load_seconds();
   result.rss_after_load_bytes = current_rss_bytes();
   result.load_memory = pipe.load_memory();
-  int64_t peak_rss = peak_rss_bytes();  // the load's; the runs reset the counter per stage
 
   GenerateParams params = generation_params(options, pipe);
   validate_params(params, pipe.vae_config().downscale());
+  if (pipe.residency() == Residency::resident) {
+    report(options, "compiling");
+    result.compile_s = pipe.compile({params.images, params.width, params.height, guided(params)});
+  }
   result.options.width = params.width;
   result.options.height = params.height;
   result.options.scheduler = params.scheduler;
   result.unet_batch = params.images * (guided(params) ? 2 : 1);
   params.measure_stage_memory = true;
+  int64_t peak_rss = peak_rss_bytes();  // load's and compile's; the runs reset the counter per stage
 
   std::vector<double> run_load, text_encoder, unet_steps, vae_decode, image;
   RunMacs macs;

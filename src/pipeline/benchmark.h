@@ -82,7 +82,7 @@ struct BenchmarkResult {
 
   double load_s = 0;                // the one load of this process (per-stage: configs and tokenizer)
   SampleStats run_load_s;           // per run: models loaded inside it (per-stage residency; else zeros)
-  std::optional<double> compile_s;  // no compile step exists yet: unset ("n/a")
+  std::optional<double> compile_s;  // StableDiffusionPipeline::compile for the run's shape; unset per-stage
   SampleStats text_encoder_s;       // per run, all prompts
   SampleStats unet_step_s;          // per UNet call of every measured run, with its scheduler step
   SampleStats vae_decode_s;         // per run, every image

@@ -242,6 +242,31 @@ Tensor StableDiffusionPipeline::encode_prompt(const ClipTextModel& text_encoder,
   return repeat_rows(embeds, images);
 }
 
+double StableDiffusionPipeline::compile(const StaticShape& shape) const {
+  SDRT_CHECK(residency_ == Residency::resident,
+             "compile: a per-stage pipeline frees each model after its stage, so nothing compiled would be kept; "
+             "load it with Residency::resident");
+  auto t0 = Clock::now();
+  GenerateParams p;
+  p.images = shape.images;
+  p.width = shape.width;
+  p.height = shape.height;
+  const int scale = vae_config_.downscale();
+  validate_params(p, scale);
+  const int64_t h = (shape.height ? shape.height : default_height()) / scale;
+  const int64_t w = (shape.width ? shape.width : default_width()) / scale;
+  const int64_t rows = static_cast<int64_t>(shape.images) * (shape.guided ? 2 : 1);
+  // The same calls generate() makes, with the same shapes: the prompt (always one 77-token
+  // sequence), one batched UNet call, and the decoder, which always runs one image at a time.
+  Tensor context = repeat_rows(encode_prompt(*text_encoder_, "", 1, 1), static_cast<int>(rows));
+  std::vector<float> timesteps(static_cast<size_t>(rows), 999.0f);
+  unet_->forward(Tensor({rows, unet_config_.in_channels, h, w}), timesteps, context);
+  BufferCache::instance().release();
+  vae_->decode(Tensor({1, vae_config_.latent_channels, h, w}));
+  BufferCache::instance().release();
+  return seconds_since(t0);
+}
+
 GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, const StepCallback& on_step) const {
   auto t_start = Clock::now();
   int scale = vae_config_.downscale();

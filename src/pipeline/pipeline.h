@@ -76,6 +76,13 @@ struct LoadMemory {
   int64_t text_encoder = 0, unet = 0, vae = 0;
 };
 
+// A generation size, for StableDiffusionPipeline::compile.
+struct StaticShape {
+  int images = 1;
+  int width = 0, height = 0;  // 0: the model's native size
+  bool guided = true;         // guidance > 1: every UNet call runs 2 x images rows
+};
+
 // Where the models live between generations.
 enum class Residency {
   // load() loads all three and they stay: repeated generations pay no load time (server, bench).
@@ -98,6 +105,12 @@ class StableDiffusionPipeline {
                                       Residency residency = Residency::resident);
 
   GenerateResult generate(const GenerateParams& params, const StepCallback& on_step = nullptr) const;
+
+  // Static shapes: creates every kernel plan (oneDNN primitive, weight layout) that generations of
+  // `shape` need now, not in the first generation's steps, by running the text encoder, one UNet
+  // call and one VAE decode on zeros. Generations of other shapes still work and make their plans
+  // as they go. Resident pipelines only. Returns the seconds taken.
+  double compile(const StaticShape& shape) const;
 
   // Prompt -> [images, 77, hidden] conditioning (repeated per image).
   Tensor encode_prompt(const std::string& prompt, int images, int clip_skip) const;

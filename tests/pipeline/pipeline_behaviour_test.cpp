@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "kernels/op_counter.h"
 #include "pipeline/pipeline.h"
 #include "test_util.h"
 
@@ -84,6 +85,37 @@ TEST(PipelineBehaviour, PerStageLoadStillFailsOnAMissingWeightsFile) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("unet"), std::string::npos) << e.what();
   }
+}
+
+TEST(PipelineBehaviour, ACompiledShapeGeneratesWithoutCreatingKernelPlans) {
+  // A fresh pipeline: plans live in the loaded layers, and tiny() has run other shapes already.
+  auto pipe = StableDiffusionPipeline::load(testing::tiny_model_dir());
+  GenerateParams p = small_request();
+  kernels::MacCounter compiling, generating, other_size;
+  {
+    kernels::OpCounterScope scope(compiling);
+    EXPECT_GT(pipe.compile({p.images, p.width, p.height, /*guided=*/true}), 0.0);
+  }
+  EXPECT_GT(compiling.plans(), 0);
+  GenerateResult r;
+  {
+    kernels::OpCounterScope scope(generating);
+    r = pipe.generate(p);
+  }
+  EXPECT_EQ(generating.plans(), 0);
+  EXPECT_REL_LE(r.images, tiny().generate(p).images, 0.0);  // compiling changes nothing in the result
+  p.width = 96;  // another size still works, making its own plans
+  {
+    kernels::OpCounterScope scope(other_size);
+    pipe.generate(p);
+  }
+  EXPECT_GT(other_size.plans(), 0);
+}
+
+TEST(PipelineBehaviour, CompileNeedsAResidentPipeline) {
+  auto per_stage =
+      StableDiffusionPipeline::load(testing::tiny_model_dir(), kernels::Precision::f32, Residency::per_stage);
+  EXPECT_THROW(per_stage.compile({}), Error);
 }
 
 TEST(PipelineBehaviour, ResidencyNames) {
