@@ -532,6 +532,8 @@ def main():
         vae_ema = pl.build_models(cfgs)[0]
         vae_ema.load_state_dict(torch.load(os.path.join(args.vae_from, "vae_ema.pt")))
         vae_ema.eval()
+        # A copy here too: --export-from needs the run to be complete on its own.
+        torch.save(vae_ema.state_dict(), os.path.join(run_dir, "vae_ema.pt"))
     else:
         vae_ema = train_vae(args, vae, data, log, run_dir)
         torch.save(vae_ema.state_dict(), os.path.join(run_dir, "vae_ema.pt"))
