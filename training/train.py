@@ -101,11 +101,12 @@ def synthetic_data(n, res):
     return torch.from_numpy(np.stack(imgs)), meta
 
 
-# Framings a user types around an emoji's name. Training on them (and on stray words, below)
-# is what lets "cartoon bird" work: a caption-only model sees each prompt word either as
-# trained or as a random, never-updated embedding that derails the causal text encoder.
-# evaluate_adherence.py holds out other framings ("a drawing of ...", "... sticker") to
-# measure wordings no caption had.
+# Framings a user types around an emoji's name, for caption augmentation (--caption-templates,
+# --stray-words; both off by default). The idea: a word no caption had keeps its random initial
+# embedding and, through the causal text encoder, derails every token after it, so "cartoon bird"
+# draws noise. Tried on 2 cores (docs/training.md, "Caption augmentation"): "cartoon bird" then
+# reads like "bird", but in the same budget every name got worse (top-1 64 % -> 15 %), so the
+# shipped model is trained without it. evaluate_adherence.py holds out other framings.
 CAPTION_TEMPLATES = ["{}", "{}", "a {}", "{} emoji", "a {} emoji", "cartoon {}", "a cartoon {}",
                      "{} icon", "an emoji of a {}", "{} cartoon"]
 
@@ -119,7 +120,7 @@ class CaptionMaker:
     """'red apple, twitter style', 'cartoon red apple', 'an emoji of a red apple, google
     style', sometimes with 1-2 keywords, sometimes with a stray vocabulary word."""
 
-    def __init__(self, tokenizer, meta, p_tags=0.3, p_style=0.7, p_template=0.5, p_stray=0.15):
+    def __init__(self, tokenizer, meta, p_template=0.0, p_stray=0.0, p_tags=0.3, p_style=0.85):
         self.p_tags, self.p_style, self.p_template, self.p_stray = p_tags, p_style, p_template, p_stray
         label_words = {w for m in meta for w in re.findall(r"[a-z]+", m["label"].lower())}
         label_words |= {w for t in CAPTION_TEMPLATES for w in re.findall(r"[a-z]+", t)} | {"style"}
@@ -129,7 +130,8 @@ class CaptionMaker:
 
     def __call__(self, rec, rng):
         name = rec["label"]
-        if rng.random() < self.p_template:
+        # No draws for what is off: without augmentation the caption stream is the original one.
+        if self.p_template and rng.random() < self.p_template:
             name = with_article(rng.choice(CAPTION_TEMPLATES), name)
         parts = [name]
         tags = [t for t in rec["tags"] if t and t.lower() not in rec["label"].lower()]
@@ -138,7 +140,7 @@ class CaptionMaker:
         if rng.random() < self.p_style:
             parts.append(rec["style"] + " style")
         text = ", ".join(parts)
-        if self.stray_words and rng.random() < self.p_stray:
+        if self.p_stray and self.stray_words and rng.random() < self.p_stray:
             words = text.split(" ")
             for _ in range(rng.randint(1, 2)):
                 words.insert(rng.randint(0, len(words)), rng.choice(self.stray_words))
@@ -344,7 +346,7 @@ def train_unet(args, unet, te, vae_ema, lat_mean, lat_std, scaling, data, tok, l
     gen = torch.Generator().manual_seed(args.seed + 2)
     rng = random.Random(args.seed + 3)
     ids_of = CaptionIds(tok)
-    make_caption = CaptionMaker(tok, data.meta)
+    make_caption = CaptionMaker(tok, data.meta, args.caption_templates, args.stray_words)
     params = list(unet.parameters()) + list(te.parameters())
     opt, sched = make_optimizer(params, args.unet_lr, args.weight_decay,
                                 min(500, args.unet_steps // 10 + 1), args.unet_steps)
@@ -399,7 +401,7 @@ def bench(args, cfgs, data, tok):
         ema.update(vae)
     res["vae_s_per_step"] = (time.time() - t0) / args.bench
     ids_of = CaptionIds(tok)
-    make_caption = CaptionMaker(tok, data.meta)
+    make_caption = CaptionMaker(tok, data.meta, args.caption_templates, args.stray_words)
     rng = random.Random(0)
     params = list(unet.parameters()) + list(te.parameters())
     opt, sched = make_optimizer(params, 1e-4, 0.0, 1, 100)
@@ -460,6 +462,10 @@ def main():
     ap.add_argument("--unet-lr", type=float, default=5e-4)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--cfg-drop", type=float, default=0.1, help="probability of an empty caption")
+    ap.add_argument("--caption-templates", type=float, default=0.0,
+                    help="probability of framing a caption's name with a CAPTION_TEMPLATES entry ('cartoon X')")
+    ap.add_argument("--stray-words", type=float, default=0.0,
+                    help="probability of inserting 1-2 random vocabulary words into a caption")
     ap.add_argument("--ema-decay", type=float, default=0.999)
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
     ap.add_argument("--log-every", type=int, default=50)
