@@ -1,9 +1,7 @@
 #include "core/buffer_cache.h"
 
 #include <cstdlib>
-#include <iterator>
 #include <new>
-#include <vector>
 
 namespace sdrt {
 

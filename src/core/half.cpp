@@ -1,5 +1,7 @@
 #include "core/half.h"
 
+#include <algorithm>
+
 #if defined(__F16C__) && defined(__AVX__)
 #include <immintrin.h>
 #endif

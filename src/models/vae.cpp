@@ -1,11 +1,10 @@
 #include "models/vae.h"
 
-#include "core/buffer_cache.h"
-
 #include <algorithm>
 #include <cmath>
 #include <utility>
 
+#include "core/buffer_cache.h"
 #include "core/error.h"
 #include "models/component_files.h"
 #include "models/config_helpers.h"
