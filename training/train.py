@@ -377,10 +377,11 @@ def train_unet(args, unet, te, vae_ema, lat_mean, lat_std, scaling, data, tok, l
             sample_sheet(vae_ema, ema_u.model, ema_t.model, tok, SAMPLE_PROMPTS,
                          os.path.join(run_dir, "samples_%06d.png" % (step + 1)), scaling)
             t0 = time.time()
-        if args.checkpoint_every and (step + 1) % args.checkpoint_every == 0:
-            torch.save(dict(unet_ema=ema_u.model.state_dict(), te_ema=ema_t.model.state_dict(), step=step + 1,
-                            scaling=scaling), os.path.join(run_dir, "unet_ema_ckpt.pt"))
         step += 1
+        # Periodically, and at the end: the last checkpoint is what --export-from and --unet-from read.
+        if (args.checkpoint_every and step % args.checkpoint_every == 0) or step == total:
+            torch.save(dict(unet_ema=ema_u.model.state_dict(), te_ema=ema_t.model.state_dict(), step=step,
+                            scaling=scaling), os.path.join(run_dir, "unet_ema_ckpt.pt"))
     return ema_u.model, ema_t.model
 
 
@@ -476,6 +477,9 @@ def main():
                     help="wall-clock budget for the UNet stage; caps --unet-steps after measuring speed")
     ap.add_argument("--checkpoint-every", type=int, default=1000, help="save EMA UNet/text weights every N steps")
     ap.add_argument("--vae-from", default=None, help="skip stage 1: load the VAE stage of this run dir")
+    ap.add_argument("--unet-from", default=None,
+                    help="fine-tune: start the UNet and text encoder from this run dir's EMA checkpoint "
+                         "(use with --vae-from of the same run, so the latents match)")
     ap.add_argument("--unet-stop-after", type=int, default=0,
                     help="end the UNet stage after N steps (the learning-rate schedule still spans --unet-steps)")
     ap.add_argument("--export-from", default=None,
@@ -552,6 +556,11 @@ def main():
     log.log(stage="latents", latent_mean=float(z.mean()), latent_std=float(z.std()), scaling_factor=scaling,
             mean_std_ratio=float(lat_std.mean() / lat_mean.std()))
 
+    if args.unet_from:  # fine-tuning: start from another run's EMA UNet and text encoder
+        ckpt = torch.load(os.path.join(args.unet_from, "unet_ema_ckpt.pt"))
+        unet.load_state_dict(ckpt["unet_ema"])
+        te.load_state_dict(ckpt["te_ema"])
+        log.log(stage="unet_from", run=args.unet_from, unet_step=ckpt["step"])
     unet_ema, te_ema = train_unet(args, unet, te, vae_ema, lat_mean, lat_std, scaling, data, tok, log, run_dir)
     export_and_sample(args, cfgs, vae_ema, unet_ema, te_ema, tok, log, run_dir)
 
