@@ -15,6 +15,11 @@ if [[ -x "$sdrt" ]]; then
   "$sdrt" generate --model "$out/model" --prompt "red apple, twitter style" --steps 4 --seed 1 \
     --output "$out/smoke.png" --output-tensor "$out/smoke.safetensors" --quiet
   "$sdrt" inspect "$out/smoke.safetensors" --check-finite image | tail -1
-  rm -rf "$out" runs/smoke-engine
+  # Fine-tuning from the exported folder, with caption augmentation on.
+  /usr/bin/python3 train.py --smoke --threads 1 --data synthetic --run smoke-engine-ft --vae-from runs/smoke-engine \
+    --unet-from "$out/model" --caption-templates 0.5 --stray-words 0.2 --out "$out/ft" > "$out/ft.log" 2>&1 \
+    || { tail -20 "$out/ft.log"; exit 1; }
+  "$sdrt" generate --model "$out/ft" --prompt "cartoon red circle" --steps 2 --seed 1 --output "$out/ft.png" --quiet
+  rm -rf "$out" runs/smoke-engine runs/smoke-engine-ft
   echo "smoke model generates through sdrt"
 fi

@@ -478,8 +478,8 @@ def main():
     ap.add_argument("--checkpoint-every", type=int, default=1000, help="save EMA UNet/text weights every N steps")
     ap.add_argument("--vae-from", default=None, help="skip stage 1: load the VAE stage of this run dir")
     ap.add_argument("--unet-from", default=None,
-                    help="fine-tune: start the UNet and text encoder from this run dir's EMA checkpoint "
-                         "(use with --vae-from of the same run, so the latents match)")
+                    help="fine-tune: start the UNet and text encoder from this run dir's last EMA checkpoint, or "
+                         "from an exported model folder (use with --vae-from of the same run, so the latents match)")
     ap.add_argument("--unet-stop-after", type=int, default=0,
                     help="end the UNet stage after N steps (the learning-rate schedule still spans --unet-steps)")
     ap.add_argument("--export-from", default=None,
@@ -556,11 +556,17 @@ def main():
     log.log(stage="latents", latent_mean=float(z.mean()), latent_std=float(z.std()), scaling_factor=scaling,
             mean_std_ratio=float(lat_std.mean() / lat_mean.std()))
 
-    if args.unet_from:  # fine-tuning: start from another run's EMA UNet and text encoder
-        ckpt = torch.load(os.path.join(args.unet_from, "unet_ema_ckpt.pt"))
-        unet.load_state_dict(ckpt["unet_ema"])
-        te.load_state_dict(ckpt["te_ema"])
-        log.log(stage="unet_from", run=args.unet_from, unet_step=ckpt["step"])
+    if args.unet_from:  # fine-tuning: start from another run's (or an exported model's) UNet and text encoder
+        if os.path.exists(os.path.join(args.unet_from, "model_index.json")):
+            _, unet_src, te_src, _ = pl.load_pipeline(args.unet_from)
+            unet.load_state_dict(unet_src.state_dict())
+            te.load_state_dict(te_src.state_dict())
+            log.log(stage="unet_from", model=args.unet_from)
+        else:
+            ckpt = torch.load(os.path.join(args.unet_from, "unet_ema_ckpt.pt"))
+            unet.load_state_dict(ckpt["unet_ema"])
+            te.load_state_dict(ckpt["te_ema"])
+            log.log(stage="unet_from", run=args.unet_from, unet_step=ckpt["step"])
     unet_ema, te_ema = train_unet(args, unet, te, vae_ema, lat_mean, lat_std, scaling, data, tok, log, run_dir)
     export_and_sample(args, cfgs, vae_ema, unet_ema, te_ema, tok, log, run_dir)
 
