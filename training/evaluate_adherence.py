@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Measures how well a model's pictures follow their prompts, through the C++ engine.
 
-For a fixed list of prompts (emoji names in three kinds of wording, below) and a few seeds, `sdrt generate` draws every image. Each
-image is then scored by nearest-neighbour retrieval among the training set's images (pixel
-space, 32x32, RGB in [0, 1]):
+For a fixed list of prompts (emoji names in three kinds of wording, below) and a few seeds,
+`sdrt generate` draws every image. Each image is then scored by nearest-neighbour retrieval
+among the training set's images (pixel space, 32x32, RGB in [0, 1]):
 
   top-1: the nearest training image carries the prompt's emoji name;
   top-5: the prompt's name is among the names of the 5 nearest distinct emoji.
@@ -40,7 +40,7 @@ ROOT = os.path.dirname(HERE)
 #             "icon", articles, no style), with names the templates may or may not have met.
 #   held-out: framings no caption template had ("a drawing of", "sticker", "clipart", ...):
 #             how the model copes with words it was never taught to frame a name.
-SEEN = [
+CAPTION = [
     ("red apple, google style", "red apple"),
     ("red apple, twitter style", "red apple"),
     ("green apple, twitter style", "green apple"),
@@ -102,7 +102,7 @@ HELD_OUT = [
     ("a picture of a house", "house"),
     ("dog face sticker", "dog face"),
 ]
-GROUPS = [("caption", SEEN), ("template", TEMPLATE), ("held-out", HELD_OUT)]
+GROUPS = [("caption", CAPTION), ("template", TEMPLATE), ("held-out", HELD_OUT)]
 
 
 def load_training_set(prefix):

@@ -104,9 +104,10 @@ def synthetic_data(n, res):
 # Framings a user types around an emoji's name, for caption augmentation (--caption-templates,
 # --stray-words; both off by default). The idea: a word no caption had keeps its random initial
 # embedding and, through the causal text encoder, derails every token after it, so "cartoon bird"
-# draws noise. Tried on 2 cores (docs/training.md, "Caption augmentation"): "cartoon bird" then
-# reads like "bird", but in the same budget every name got worse (top-1 64 % -> 15 %), so the
-# shipped model is trained without it. evaluate_adherence.py holds out other framings.
+# draws noise. From scratch in the 2-core budget it made every name worse (top-1 64 % -> 15 %);
+# as a short fine-tune of trained weights (--unet-from) it helped every wording, and that is the
+# shipped model (docs/training.md, "Caption augmentation", "The fine-tune that shipped").
+# evaluate_adherence.py holds out other framings.
 CAPTION_TEMPLATES = ["{}", "{}", "a {}", "{} emoji", "a {} emoji", "cartoon {}", "a cartoon {}",
                      "{} icon", "an emoji of a {}", "{} cartoon"]
 
@@ -530,9 +531,7 @@ def main():
                 cfgs = pl.make_configs(json.load(f)["preset"])
         vae_ema, unet_ema, te_ema = pl.build_models(cfgs)
         vae_ema.load_state_dict(torch.load(os.path.join(args.export_from, "vae_ema.pt")))
-        ckpt = torch.load(os.path.join(args.export_from, "unet_ema_ckpt.pt"))
-        unet_ema.load_state_dict(ckpt["unet_ema"])
-        te_ema.load_state_dict(ckpt["te_ema"])
+        ckpt = load_unet_checkpoint(args.export_from, unet_ema, te_ema)
         cfgs["vae"]["scaling_factor"] = ckpt["scaling"]
         log.log(stage="export_from", run=args.export_from, unet_step=ckpt["step"], scaling_factor=ckpt["scaling"])
         export_and_sample(args, cfgs, vae_ema, unet_ema, te_ema, tok, log, run_dir)
@@ -563,12 +562,18 @@ def main():
             te.load_state_dict(te_src.state_dict())
             log.log(stage="unet_from", model=args.unet_from)
         else:
-            ckpt = torch.load(os.path.join(args.unet_from, "unet_ema_ckpt.pt"))
-            unet.load_state_dict(ckpt["unet_ema"])
-            te.load_state_dict(ckpt["te_ema"])
+            ckpt = load_unet_checkpoint(args.unet_from, unet, te)
             log.log(stage="unet_from", run=args.unet_from, unet_step=ckpt["step"])
     unet_ema, te_ema = train_unet(args, unet, te, vae_ema, lat_mean, lat_std, scaling, data, tok, log, run_dir)
     export_and_sample(args, cfgs, vae_ema, unet_ema, te_ema, tok, log, run_dir)
+
+
+def load_unet_checkpoint(run_dir, unet, te):
+    """Loads a run's last EMA checkpoint (train_unet writes it) into unet and te; returns it."""
+    ckpt = torch.load(os.path.join(run_dir, "unet_ema_ckpt.pt"))
+    unet.load_state_dict(ckpt["unet_ema"])
+    te.load_state_dict(ckpt["te_ema"])
+    return ckpt
 
 
 def export_and_sample(args, cfgs, vae_ema, unet_ema, te_ema, tok, log, run_dir):

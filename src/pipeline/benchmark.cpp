@@ -338,7 +338,7 @@ std::string format_benchmark_table(const BenchmarkResult& r) {
           yes_no(m.avx512_vnni).c_str(), yes_no(m.avx512_bf16).c_str(), yes_no(m.amx_bf16 || m.amx_int8).c_str());
 
   out += fmt("  %-28s %10s %10s %10s\n", "stage (seconds)", "median", "min", "max");
-  if (o.residency == "per-stage") {
+  if (residency_from_name(o.residency) == Residency::per_stage) {
     out += seconds_row("model loads (per run)", r.run_load_s);
   } else {
     out += fmt("  %-28s %10.4f   (once per process)\n", "model load", r.load_s);

@@ -148,12 +148,9 @@ StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir, ke
              " does not match the VAE's latent_channels ", p.vae_config_.latent_channels);
 
   if (residency == Residency::resident) {
-    // Packing releases each layer's unpacked float32 weights, and their buffers go to the activation
-    // cache; freeing them after each component keeps them from staying resident for the life of the
-    // pipeline (~0.5 GB for SD 1.5), and makes the RSS growth per component its weights.
+    // Each load frees what packing let go of (loaded_or_load), so the RSS growth is the weights.
     int64_t rss = current_rss_bytes();
     auto rss_growth = [&rss] {
-      BufferCache::instance().release();
       int64_t now = current_rss_bytes(), growth = now - rss;
       rss = now;
       return growth;
@@ -181,7 +178,8 @@ std::shared_ptr<const Model> loaded_or_load(const std::shared_ptr<const Model>& 
   if (resident) return resident;
   auto t0 = Clock::now();
   auto model = std::make_shared<const Model>(Model::load(dir, precision));
-  // The unpacked weights that packing let go of are in the activation cache; free them now.
+  // Packing lets go of each layer's unpacked float32 weights, and their buffers go to the
+  // activation cache: free them now, or they stay resident (~0.5 GB for SD 1.5).
   BufferCache::instance().release();
   load_s += seconds_since(t0);
   return model;
@@ -229,6 +227,12 @@ int StableDiffusionPipeline::default_width() const {
 
 int StableDiffusionPipeline::default_height() const { return default_width(); }
 
+Shape StableDiffusionPipeline::latent_shape_for(int images, int width, int height) const {
+  const int scale = vae_config_.downscale();
+  return {images, unet_config_.in_channels, (height ? height : default_height()) / scale,
+          (width ? width : default_width()) / scale};
+}
+
 Tensor StableDiffusionPipeline::encode_prompt(const std::string& prompt, int images, int clip_skip) const {
   double load_s = 0;
   return encode_prompt(*text_encoder_for_stage(load_s), prompt, images, clip_skip);
@@ -251,30 +255,26 @@ double StableDiffusionPipeline::compile(const StaticShape& shape) const {
   p.images = shape.images;
   p.width = shape.width;
   p.height = shape.height;
-  const int scale = vae_config_.downscale();
-  validate_params(p, scale);
-  const int64_t h = (shape.height ? shape.height : default_height()) / scale;
-  const int64_t w = (shape.width ? shape.width : default_width()) / scale;
-  const int64_t rows = static_cast<int64_t>(shape.images) * (shape.guided ? 2 : 1);
+  validate_params(p, vae_config_.downscale());
+  const Shape latent = latent_shape_for(shape.images, shape.width, shape.height);
+  const int64_t rows = latent[0] * (shape.guided ? 2 : 1);
   // The same calls generate() makes, with the same shapes: the prompt (always one 77-token
   // sequence), one batched UNet call, and the decoder, which always runs one image at a time.
   Tensor context = repeat_rows(encode_prompt(*text_encoder_, "", 1, 1), static_cast<int>(rows));
   std::vector<float> timesteps(static_cast<size_t>(rows), 999.0f);
-  unet_->forward(Tensor({rows, unet_config_.in_channels, h, w}), timesteps, context);
+  unet_->forward(Tensor({rows, latent[1], latent[2], latent[3]}), timesteps, context);
   BufferCache::instance().release();
-  vae_->decode(Tensor({1, vae_config_.latent_channels, h, w}));
+  vae_->decode(Tensor({1, latent[1], latent[2], latent[3]}));
   BufferCache::instance().release();
   return seconds_since(t0);
 }
 
 GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, const StepCallback& on_step) const {
   auto t_start = Clock::now();
-  int scale = vae_config_.downscale();
+  const int scale = vae_config_.downscale();
   validate_params(params, scale);
-  int width = params.width ? params.width : default_width();
-  int height = params.height ? params.height : default_height();
-  const int64_t n = params.images, channels = unet_config_.in_channels;
-  const Shape latent_shape{n, channels, height / scale, width / scale};
+  const Shape latent_shape = latent_shape_for(params.images, params.width, params.height);
+  const int64_t n = latent_shape[0], channels = latent_shape[1];
 
   GenerateResult result;
   result.scheduler = params.scheduler.empty() ? default_scheduler() : params.scheduler;
@@ -306,7 +306,7 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
   if (params.latents) {
     SDRT_CHECK(params.latents->shape() == latent_shape, "--latents: tensor has shape ",
                shape_str(params.latents->shape()), ", expected ", shape_str(latent_shape), " for ", params.images,
-               " image(s) at ", width, "x", height);
+               " image(s) at ", latent_shape[3] * scale, "x", latent_shape[2] * scale);
     latents = params.latents->clone();
   } else {
     latents = rng.randn(latent_shape);

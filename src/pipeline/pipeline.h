@@ -141,6 +141,8 @@ class StableDiffusionPipeline {
   std::shared_ptr<const UNet2DConditionModel> unet_for_stage(double& load_s) const;
   std::shared_ptr<const AutoencoderKL> vae_for_stage(double& load_s) const;
   Tensor encode_prompt(const ClipTextModel& text_encoder, const std::string& prompt, int images, int clip_skip) const;
+  // [images, latent channels, h, w] for a request's size (0: the model's native size).
+  Shape latent_shape_for(int images, int width, int height) const;
 
   std::string dir_;
   ClipTextConfig text_encoder_config_;
