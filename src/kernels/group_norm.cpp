@@ -227,6 +227,131 @@ class GroupNormRun {
   int64_t channels_, spatial_, per_group_, group_len_, total_groups_;
 };
 
+// Channels-last GroupNorm, x [N, H, W, C]: a group is a run of C/G adjacent floats in every pixel,
+// so both passes walk pixels with the channels as the vector dimension. Threads take contiguous
+// slices of an image's pixels; each accumulates per-channel shifted sums (float vectors over
+// blocks of kBlockPixels pixels, then widened to double), and after one barrier the per-channel
+// sums are folded into groups. The same pivot rule as above keeps the one-pass variance safe.
+class ChannelsLastGroupNormRun {
+ public:
+  ChannelsLastGroupNormRun(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                           bool fuse_silu, Tensor& y)
+      : x_(x.data()), y_(y.data()), gamma_(gamma.data()), beta_(beta.data()), eps_(eps), fuse_silu_(fuse_silu),
+        groups_(groups), channels_(x.dim(3)), pixels_(x.dim(1) * x.dim(2)), per_group_(channels_ / groups) {}
+
+  void run(int64_t images) {
+    for (int64_t n = 0; n < images; ++n) run_image(x_ + n * pixels_ * channels_, y_ + n * pixels_ * channels_);
+  }
+
+ private:
+  static constexpr int64_t kBlockPixels = 16;
+
+  void run_image(const float* x, float* y) {
+    const std::vector<float> pivot = channel_pivots(x);
+    const int max_threads = omp_get_max_threads();
+    std::vector<double> partials(static_cast<size_t>(max_threads) * 2 * channels_, 0.0);
+    std::vector<float> scale(static_cast<size_t>(channels_)), shift(static_cast<size_t>(channels_));
+#pragma omp parallel if (pixels_ * channels_ >= simd_math::kMinParallelFloats)
+    {
+      const int thread = omp_get_thread_num(), threads = omp_get_num_threads();
+      const simd_math::Range mine = simd_math::slice_of(0, pixels_, thread, threads);
+      double* sums = &partials[static_cast<size_t>(thread) * 2 * channels_];
+      accumulate(x, mine, pivot.data(), sums, sums + channels_);
+#pragma omp barrier
+#pragma omp single
+      fold_into_scale_and_shift(partials, threads, scale, shift);
+      if (fuse_silu_)
+        normalise_pixels<true>(x, y, mine, pivot.data(), scale.data(), shift.data());
+      else
+        normalise_pixels<false>(x, y, mine, pivot.data(), scale.data(), shift.data());
+    }
+  }
+
+  // Each channel's pivot is its group's mean over the first (up to) kLanes pixels.
+  std::vector<float> channel_pivots(const float* x) const {
+    const int64_t head = std::min<int64_t>(pixels_, kLanes);
+    std::vector<float> pivot(static_cast<size_t>(channels_));
+    for (int g = 0; g < groups_; ++g) {
+      double s = 0;
+      for (int64_t p = 0; p < head; ++p)
+        for (int64_t c = g * per_group_; c < (g + 1) * per_group_; ++c) s += x[p * channels_ + c];
+      const auto mean = static_cast<float>(s / static_cast<double>(head * per_group_));
+      std::fill(pivot.begin() + g * per_group_, pivot.begin() + (g + 1) * per_group_, mean);
+    }
+    return pivot;
+  }
+
+  void accumulate(const float* x, simd_math::Range pixels, const float* pivot, double* sum, double* sum_sq) const {
+    float lanes_sum[kLanes], lanes_sq[kLanes];
+    for (int64_t p0 = pixels.begin; p0 < pixels.end; p0 += kBlockPixels) {
+      const int64_t p1 = std::min(pixels.end, p0 + kBlockPixels);
+      for (int64_t c = 0; c < channels_; c += kLanes) {
+        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, channels_ - c));
+        const Vec k = simd::load_leading(pivot + c, lanes);
+        Vec s = simd::zero(), q = simd::zero();
+        for (int64_t p = p0; p < p1; ++p) {
+          Vec d = simd::sub(simd::load_leading(x + p * channels_ + c, lanes), k);
+          s = simd::add(s, d);
+          q = simd::fma(d, d, q);
+        }
+        simd::store(lanes_sum, s);
+        simd::store(lanes_sq, q);
+        for (int i = 0; i < lanes; ++i) {
+          sum[c + i] += lanes_sum[i];
+          sum_sq[c + i] += lanes_sq[i];
+        }
+      }
+    }
+  }
+
+  // Adds the threads' partial sums in thread order and turns each group's moments into the
+  // per-channel y = (x - pivot) * scale + shift.
+  void fold_into_scale_and_shift(const std::vector<double>& partials, int threads, std::vector<float>& scale,
+                                 std::vector<float>& shift) const {
+    const auto count = static_cast<double>(pixels_ * per_group_);
+    for (int g = 0; g < groups_; ++g) {
+      double sum = 0, sum_sq = 0;
+      for (int t = 0; t < threads; ++t) {
+        const double* p = &partials[static_cast<size_t>(t) * 2 * channels_];
+        for (int64_t c = g * per_group_; c < (g + 1) * per_group_; ++c) {
+          sum += p[c];
+          sum_sq += p[channels_ + c];
+        }
+      }
+      const double mean_d = sum / count;
+      const double var = std::max(0.0, sum_sq / count - mean_d * mean_d);
+      const double inv_std = 1.0 / std::sqrt(var + static_cast<double>(eps_));
+      for (int64_t c = g * per_group_; c < (g + 1) * per_group_; ++c) {
+        const double a = inv_std * gamma_[c];
+        scale[c] = static_cast<float>(a);
+        shift[c] = static_cast<float>(beta_[c] - mean_d * a);
+      }
+    }
+  }
+
+  template <bool kSilu>
+  void normalise_pixels(const float* x, float* y, simd_math::Range pixels, const float* pivot, const float* scale,
+                        const float* shift) const {
+    for (int64_t p = pixels.begin; p < pixels.end; ++p) {
+      for (int64_t c = 0; c < channels_; c += kLanes) {
+        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, channels_ - c));
+        Vec v = simd::sub(simd::load_leading(x + p * channels_ + c, lanes), simd::load_leading(pivot + c, lanes));
+        Vec out = simd::fma(v, simd::load_leading(scale + c, lanes), simd::load_leading(shift + c, lanes));
+        if (kSilu) out = simd_math::silu(out);
+        simd::store_leading(y + p * channels_ + c, out, lanes);
+      }
+    }
+  }
+
+  const float* x_;
+  float* y_;
+  const float *gamma_, *beta_;
+  float eps_;
+  bool fuse_silu_;
+  int groups_;
+  int64_t channels_, pixels_, per_group_;
+};
+
 }  // namespace
 
 Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool fuse_silu) {
@@ -238,6 +363,20 @@ Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor
   Tensor y = Tensor::empty(x.shape());
   if (x.numel() == 0) return y;
   GroupNormRun(x, groups, gamma, beta, eps, fuse_silu, y).run();
+  return y;
+}
+
+Tensor group_norm_channels_last(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                                bool fuse_silu) {
+  SDRT_CHECK(x.rank() == 4, "group_norm_channels_last: input must be [N, H, W, C], got ", shape_str(x.shape()));
+  int64_t c = x.dim(3);
+  SDRT_CHECK(groups > 0 && c % groups == 0, "group_norm_channels_last: ", c, " channels do not split into ", groups,
+             " groups");
+  SDRT_CHECK(gamma.numel() == c && beta.numel() == c, "group_norm_channels_last: affine parameters ",
+             shape_str(gamma.shape()), "/", shape_str(beta.shape()), " do not match ", c, " channels");
+  Tensor y = Tensor::empty(x.shape());
+  if (x.numel() == 0) return y;
+  ChannelsLastGroupNormRun(x, groups, gamma, beta, eps, fuse_silu, y).run(x.dim(0));
   return y;
 }
 

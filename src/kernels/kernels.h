@@ -55,6 +55,9 @@ Tensor conv2d_reference(const Tensor& x, const Tensor& weight, const Tensor& bia
 // GroupNorm over x [N, C, *]; `fuse_silu` applies SiLU to the output (the common norm+act pair).
 Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                   bool fuse_silu = false);
+// The same over channels-last x [N, H, W, C] (see "Channels last" below).
+Tensor group_norm_channels_last(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                                bool fuse_silu = false);
 // LayerNorm over the last dimension.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 
@@ -86,6 +89,14 @@ Tensor upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w);
 Tensor concat_channels(const Tensor& a, const Tensor& b);    // along dim 1
 Tensor nchw_to_nlc(const Tensor& x);                         // [N, C, H, W] -> [N, H*W, C]
 Tensor nlc_to_nchw(const Tensor& x, int64_t h, int64_t w);   // [N, H*W, C] -> [N, C, H, W]
+
+// ---- Channels last. The VAE keeps its activations as [N, H, W, C], the layout oneDNN's direct
+// convolutions read and write, so no convolution needs a reorder on either side; its attention
+// reads the same memory as [N, H*W, C] tokens.
+Tensor nchw_to_nhwc(const Tensor& x);  // [N, C, H, W] -> [N, H, W, C]
+Tensor nhwc_to_nchw(const Tensor& x);  // [N, H, W, C] -> [N, C, H, W]
+// [N, H, W, C] -> [N, 2H, 2W, C] (upsample_nearest.cpp).
+Tensor upsample_nearest2x_channels_last(const Tensor& x);
 
 // ---- Timestep embedding (timestep_embedding.cpp): diffusers' get_timestep_embedding, float32 math.
 Tensor timestep_embedding(const std::vector<float>& timesteps, int dim, bool flip_sin_to_cos, float freq_shift,

@@ -137,4 +137,14 @@ Tensor nlc_to_nchw(const Tensor& x, int64_t h, int64_t w) {
   return y;
 }
 
+Tensor nchw_to_nhwc(const Tensor& x) {
+  SDRT_CHECK(x.rank() == 4, "nchw_to_nhwc: input must be NCHW, got ", shape_str(x.shape()));
+  return nchw_to_nlc(x).reshape({x.dim(0), x.dim(2), x.dim(3), x.dim(1)});
+}
+
+Tensor nhwc_to_nchw(const Tensor& x) {
+  SDRT_CHECK(x.rank() == 4, "nhwc_to_nchw: input must be NHWC, got ", shape_str(x.shape()));
+  return nlc_to_nchw(x.reshape({x.dim(0), x.dim(1) * x.dim(2), x.dim(3)}), x.dim(1), x.dim(2));
+}
+
 }  // namespace sdrt::kernels

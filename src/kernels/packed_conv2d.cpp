@@ -43,19 +43,22 @@ bool worth_reordering_activations(const ConvShape& s) {
 
 bool is_reference_implementation(const ConvPd& pd) { return std::string_view(pd.impl_info_str()).starts_with("ref"); }
 
-memory::desc nchw_desc(int64_t n, int64_t c, int64_t h, int64_t w) { return {{n, c, h, w}, dt::f32, tag::nchw}; }
+// The caller's activations: f32, NCHW or channels last.
+memory::desc user_desc(int64_t n, int64_t c, int64_t h, int64_t w, bool channels_last, dt type = dt::f32) {
+  return {{n, c, h, w}, type, channels_last ? tag::nhwc : tag::nchw};
+}
 
 struct PlanKey {
   int64_t n, h, w;
-  bool accumulate;
+  bool accumulate, channels_last;
   auto operator<=>(const PlanKey&) const = default;
 };
 
 // Everything one input shape needs, made once: the convolution, the reorders between the caller's
-// NCHW and the convolution's layouts (absent where they are the same), and the packed weights.
+// layout and the convolution's (absent where they are the same), and the packed weights.
 struct ConvPlan {
   dnnl::convolution_forward conv;
-  memory::desc nchw_src, nchw_dst, src, dst;
+  memory::desc user_src, user_dst, src, dst;
   std::optional<dnnl::reorder> to_src, from_dst;
   memory::desc conv_scratchpad, to_src_scratchpad, from_dst_scratchpad;
   size_t scratchpad_bytes = 0;
@@ -78,7 +81,12 @@ struct PackedConv2d::Impl {
         precision(precision_),
         plans(std::move(weight), memory::desc(weight_shape, dt::f32, tag::oihw), kMaxCachedPlans) {}
 
-  ConvShape shape_of(const Shape& x_shape) const {
+  ConvShape shape_of(const Shape& x_shape, bool channels_last) const {
+    if (channels_last) {
+      SDRT_CHECK(x_shape.size() == 4, "packed conv2d: channels-last input must be [N, H, W, C], got ",
+                 shape_str(x_shape));
+      return shape_of({x_shape[0], x_shape[3], x_shape[1], x_shape[2]}, false);
+    }
     return check_conv(x_shape, weight_shape, bias.defined() ? bias.numel() : -1, params);
   }
 
@@ -96,20 +104,23 @@ struct PackedConv2d::Impl {
     return ConvPd(desc, packed_kernel_attr(accumulate), cpu_engine());
   }
 
-  // The convolution for this shape, accumulating into its destination when asked and the destination is NCHW
-  // (otherwise the output reorder accumulates). The destination is always f32; in bf16 the source is
-  // bf16, so even an NCHW convolution gets its input through a (converting) reorder.
-  ConvPd choose_primitive_desc(const ConvShape& s, bool accumulate) const {
+  // The convolution for this shape, accumulating into its destination when asked and the destination is
+  // the caller's (otherwise the output reorder accumulates). The destination is always f32; in bf16 the
+  // source is bf16, so even a convolution in the caller's layout gets its input through a (converting)
+  // reorder.
+  ConvPd choose_primitive_desc(const ConvShape& s, bool accumulate, bool channels_last) const {
     dt src_type = compute_data_type(precision);
-    memory::desc nchw_src({s.n, s.c, s.h, s.w}, src_type, tag::nchw), nchw_dst = nchw_desc(s.n, s.o, s.oh, s.ow);
+    memory::desc own_src = user_desc(s.n, s.c, s.h, s.w, channels_last, src_type),
+                 own_dst = user_desc(s.n, s.o, s.oh, s.ow, channels_last);
     memory::desc any_src({s.n, s.c, s.h, s.w}, src_type, tag::any), any_dst({s.n, s.o, s.oh, s.ow}, dt::f32, tag::any);
     // Candidate layouts, best first; the first with an optimised kernel wins. oneDNN's own layout
-    // comes last where NCHW is preferred, for the shapes where NCHW has only the reference kernel
-    // (which happens in bf16).
+    // comes last where the caller's is preferred, for the shapes where that has only the reference
+    // kernel (which happens in bf16). Channels last is what oneDNN's direct convolutions use.
+    const bool reorder_first = !channels_last && worth_reordering_activations(s);
     std::vector<std::pair<memory::desc, memory::desc>> layouts;
-    if (worth_reordering_activations(s)) layouts.emplace_back(any_src, any_dst);
-    layouts.emplace_back(nchw_src, nchw_dst);
-    if (!worth_reordering_activations(s)) layouts.emplace_back(any_src, any_dst);
+    if (reorder_first) layouts.emplace_back(any_src, any_dst);
+    layouts.emplace_back(own_src, own_dst);
+    if (!reorder_first) layouts.emplace_back(any_src, any_dst);
     std::optional<ConvPd> pd;
     for (const auto& [src, dst] : layouts) {
       ConvPd candidate = primitive_desc(s, src, dst, false);
@@ -119,28 +130,28 @@ struct PackedConv2d::Impl {
       }
       if (!pd) pd = candidate;
     }
-    if (accumulate && pd->dst_desc() == nchw_dst) pd = primitive_desc(s, pd->src_desc(), pd->dst_desc(), true);
+    if (accumulate && pd->dst_desc() == own_dst) pd = primitive_desc(s, pd->src_desc(), pd->dst_desc(), true);
     return *pd;
   }
 
-  std::shared_ptr<const ConvPlan> make_plan(const ConvShape& s, bool accumulate, WeightLayouts& weights) const {
+  std::shared_ptr<const ConvPlan> make_plan(const ConvShape& s, const PlanKey& key, WeightLayouts& weights) const {
     count_plan_created();
-    ConvPd pd = choose_primitive_desc(s, accumulate);
+    ConvPd pd = choose_primitive_desc(s, key.accumulate, key.channels_last);
     auto plan = std::make_shared<ConvPlan>();
     plan->conv = dnnl::convolution_forward(pd);
-    plan->nchw_src = nchw_desc(s.n, s.c, s.h, s.w);
-    plan->nchw_dst = nchw_desc(s.n, s.o, s.oh, s.ow);
+    plan->user_src = user_desc(s.n, s.c, s.h, s.w, key.channels_last);
+    plan->user_dst = user_desc(s.n, s.o, s.oh, s.ow, key.channels_last);
     plan->src = pd.src_desc();
     plan->dst = pd.dst_desc();
     plan->conv_scratchpad = pd.scratchpad_desc();
     const auto& eng = cpu_engine();
-    if (plan->src != plan->nchw_src) {
-      dnnl::reorder::primitive_desc r(eng, plan->nchw_src, eng, plan->src, packed_kernel_attr(false));
+    if (plan->src != plan->user_src) {
+      dnnl::reorder::primitive_desc r(eng, plan->user_src, eng, plan->src, packed_kernel_attr(false));
       plan->to_src = dnnl::reorder(r);
       plan->to_src_scratchpad = r.scratchpad_desc();
     }
-    if (plan->dst != plan->nchw_dst) {
-      dnnl::reorder::primitive_desc r(eng, plan->dst, eng, plan->nchw_dst, packed_kernel_attr(accumulate));
+    if (plan->dst != plan->user_dst) {
+      dnnl::reorder::primitive_desc r(eng, plan->dst, eng, plan->user_dst, packed_kernel_attr(key.accumulate));
       plan->from_dst = dnnl::reorder(r);
       plan->from_dst_scratchpad = r.scratchpad_desc();
     }
@@ -150,22 +161,40 @@ struct PackedConv2d::Impl {
     return plan;
   }
 
-  std::shared_ptr<const ConvPlan> plan_for(const ConvShape& s, bool accumulate) const {
-    return plans.get(PlanKey{s.n, s.h, s.w, accumulate},
-                     [&](WeightLayouts& weights) { return make_plan(s, accumulate, weights); });
+  std::shared_ptr<const ConvPlan> plan_for(const ConvShape& s, bool accumulate, bool channels_last) const {
+    const PlanKey key{s.n, s.h, s.w, accumulate, channels_last};
+    return plans.get(key, [&](WeightLayouts& weights) { return make_plan(s, key, weights); });
   }
 
   void pack_for_nominal_input() {
     int64_t size = std::max({kNominalInputSize, weight_shape[2], weight_shape[3]});
-    ConvShape s = shape_of({1, weight_shape[1], size, size});
-    plans.pack(choose_primitive_desc(s, false).weights_desc());
+    ConvShape s = shape_of({1, weight_shape[1], size, size}, false);
+    plans.pack(choose_primitive_desc(s, false, false).weights_desc());
+  }
+
+  Tensor forward(const Tensor& x, bool channels_last) const {
+    ConvShape s = shape_of(x.shape(), channels_last);
+    count_conv_macs(s);
+    Tensor y = Tensor::empty(channels_last ? Shape{s.n, s.oh, s.ow, s.o} : Shape{s.n, s.o, s.oh, s.ow});
+    run(*plan_for(s, false, channels_last), x, y);
+    return y;
+  }
+
+  void accumulate(const Tensor& x, Tensor& acc, bool channels_last) const {
+    ConvShape s = shape_of(x.shape(), channels_last);
+    Shape out = channels_last ? Shape{s.n, s.oh, s.ow, s.o} : Shape{s.n, s.o, s.oh, s.ow};
+    SDRT_CHECK(acc.shape() == out, "packed conv2d: accumulator ", shape_str(acc.shape()), " is not the output shape ",
+               shape_str(out), " for input ", shape_str(x.shape()));
+    SDRT_CHECK(acc.data() != x.data(), "packed conv2d: cannot accumulate into the input");
+    count_conv_macs(s);
+    run(*plan_for(s, true, channels_last), x, acc);
   }
 
   // y = conv(x) + bias, or y += conv(x) + bias with a plan made for accumulating.
   void run(const ConvPlan& plan, const Tensor& x, Tensor& y) const {
     dnnl::stream& stream = cpu_stream();
     Scratchpad scratchpad(plan.scratchpad_bytes);
-    memory user_src = wrap_memory(plan.nchw_src, x.data()), user_dst = wrap_memory(plan.nchw_dst, y.data());
+    memory user_src = wrap_memory(plan.user_src, x.data()), user_dst = wrap_memory(plan.user_dst, y.data());
     memory src = user_src, dst = user_dst;
     Tensor src_buffer, dst_buffer;  // activations in the convolution's layout, when it differs
     if (plan.to_src) {
@@ -202,22 +231,10 @@ PackedConv2d::PackedConv2d(Tensor weight, Tensor bias, Conv2dParams params, Prec
 
 PackedConv2d::~PackedConv2d() = default;
 
-Tensor PackedConv2d::operator()(const Tensor& x) const {
-  ConvShape s = impl_->shape_of(x.shape());
-  count_conv_macs(s);
-  Tensor y = Tensor::empty({s.n, s.o, s.oh, s.ow});
-  impl_->run(*impl_->plan_for(s, false), x, y);
-  return y;
-}
-
-void PackedConv2d::accumulate(const Tensor& x, Tensor& acc) const {
-  ConvShape s = impl_->shape_of(x.shape());
-  SDRT_CHECK(acc.shape() == Shape({s.n, s.o, s.oh, s.ow}), "packed conv2d: accumulator ", shape_str(acc.shape()),
-             " is not the output shape ", shape_str({s.n, s.o, s.oh, s.ow}), " for input ", shape_str(x.shape()));
-  SDRT_CHECK(acc.data() != x.data(), "packed conv2d: cannot accumulate into the input");
-  count_conv_macs(s);
-  impl_->run(*impl_->plan_for(s, true), x, acc);
-}
+Tensor PackedConv2d::operator()(const Tensor& x) const { return impl_->forward(x, false); }
+void PackedConv2d::accumulate(const Tensor& x, Tensor& acc) const { impl_->accumulate(x, acc, false); }
+Tensor PackedConv2d::channels_last(const Tensor& x) const { return impl_->forward(x, true); }
+void PackedConv2d::accumulate_channels_last(const Tensor& x, Tensor& acc) const { impl_->accumulate(x, acc, true); }
 
 int64_t PackedConv2d::in_channels() const { return impl_->weight_shape[1]; }
 int64_t PackedConv2d::out_channels() const { return impl_->weight_shape[0]; }

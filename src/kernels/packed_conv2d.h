@@ -1,7 +1,8 @@
 // Convolution with pre-packed weights and cached primitives, for model layers that are loaded once
 // and then run many times, possibly from several threads at once.
 //
-// The activation interface stays NCHW. Each input shape (N, H, W) gets a plan, made on first use
+// The activation interface is NCHW, or channels last (NHWC) for callers that keep that layout
+// throughout (the VAE). Each input shape (N, H, W) and layout gets a plan, made on first use
 // and cached: a oneDNN convolution with the bias fused and the weights in the layout its
 // implementation prefers. The weights are packed once and shared by every plan that wants the
 // same layout (in practice all of them: oneDNN picks the layout from the channel counts).
@@ -35,6 +36,11 @@ class PackedConv2d {
   // acc += conv(x) + bias, with acc [N, O, OH, OW]: the residual add fused into the convolution's
   // output pass instead of a separate read-modify-write of the whole tensor.
   void accumulate(const Tensor& x, Tensor& acc) const;
+  // The same two on channels-last activations, x [N, H, W, C] -> [N, OH, OW, O] (acc likewise).
+  // oneDNN's direct convolutions read and write this layout, so neither side needs a reorder (in
+  // bf16 the input still goes through a converting one).
+  Tensor channels_last(const Tensor& x) const;
+  void accumulate_channels_last(const Tensor& x, Tensor& acc) const;
 
   int64_t in_channels() const;
   int64_t out_channels() const;

@@ -58,6 +58,11 @@ class Conv2d {
   // acc += (*this)(x), with acc of the output's shape: the residual add fused into the convolution
   // (e.g. ResnetBlock2D's conv_shortcut added to the block's output).
   void accumulate(const Tensor& x, Tensor& acc) const { packed_conv().accumulate(x, acc); }
+  // The same on channels-last activations [N, H, W, C] (see kernels::PackedConv2d::channels_last).
+  Tensor channels_last(const Tensor& x) const { return packed_conv().channels_last(x); }
+  void accumulate_channels_last(const Tensor& x, Tensor& acc) const {
+    packed_conv().accumulate_channels_last(x, acc);
+  }
   int64_t in_channels() const { return packed_conv().in_channels(); }
   int64_t out_channels() const { return packed_conv().out_channels(); }
   const kernels::Conv2dParams& params() const { return packed_conv().params(); }
@@ -74,6 +79,10 @@ struct GroupNorm {
   static GroupNorm load(const WeightSource& w, const std::string& name, int64_t channels, int groups, float eps);
   Tensor operator()(const Tensor& x, bool fuse_silu = false) const {
     return kernels::group_norm(x, groups, gamma, beta, eps, fuse_silu);
+  }
+  // x [N, H, W, C].
+  Tensor channels_last(const Tensor& x, bool fuse_silu = false) const {
+    return kernels::group_norm_channels_last(x, groups, gamma, beta, eps, fuse_silu);
   }
 };
 

@@ -1,5 +1,7 @@
 #include "models/resnet.h"
 
+#include "core/error.h"
+
 namespace sdrt {
 
 ResnetBlock2D ResnetBlock2D::load(const WeightSource& w, const ResnetBlock2DConfig& cfg) {
@@ -15,13 +17,38 @@ ResnetBlock2D ResnetBlock2D::load(const WeightSource& w, const ResnetBlock2DConf
   return r;
 }
 
+namespace {
+
+// GroupNorm then the block's activation, fused when it is SiLU.
+template <typename Norm>
+Tensor normalise_then_activate(Norm norm, kernels::Activation act) {
+  if (act == kernels::Activation::SiLU) return norm(/*fuse_silu=*/true);
+  Tensor y = norm(false);
+  kernels::apply_activation(y, act);
+  return y;
+}
+
+}  // namespace
+
+Tensor ResnetBlock2D::channels_last(const Tensor& x) const {
+  SDRT_CHECK(cfg_.temb_channels == 0, "ResnetBlock2D: the channels-last forward has no time embedding");
+  auto norm_act_of = [&](const GroupNorm& norm, const Tensor& t) {
+    return normalise_then_activate([&](bool silu) { return norm.channels_last(t, silu); }, cfg_.act);
+  };
+  Tensor h = conv1_.channels_last(norm_act_of(norm1_, x));
+  h = conv2_.channels_last(norm_act_of(norm2_, h));
+  if (has_shortcut_) {
+    conv_shortcut_.accumulate_channels_last(x, h);
+  } else {
+    kernels::add_inplace(h, x);
+  }
+  if (cfg_.output_scale_factor != 1.0f) kernels::scale_inplace(h, 1.0f / cfg_.output_scale_factor);
+  return h;
+}
+
 Tensor ResnetBlock2D::operator()(const Tensor& x, const Tensor& temb) const {
-  using kernels::Activation;
   auto norm_act = [&](const GroupNorm& norm, const Tensor& t) {
-    if (cfg_.act == Activation::SiLU) return norm(t, /*fuse_silu=*/true);
-    Tensor y = norm(t);
-    kernels::apply_activation(y, cfg_.act);
-    return y;
+    return normalise_then_activate([&](bool silu) { return norm(t, silu); }, cfg_.act);
   };
   Tensor h = conv1_(norm_act(norm1_, x));
   if (cfg_.temb_channels > 0 && temb.defined()) {

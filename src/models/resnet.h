@@ -21,6 +21,8 @@ class ResnetBlock2D {
   static ResnetBlock2D load(const WeightSource& w, const ResnetBlock2DConfig& cfg);
   // x [N, C, H, W]; temb [N, temb_channels] or undefined.
   Tensor operator()(const Tensor& x, const Tensor& temb) const;
+  // The same on channels-last x [N, H, W, C], for blocks without a time embedding (the VAE's).
+  Tensor channels_last(const Tensor& x) const;
 
  private:
   ResnetBlock2DConfig cfg_;
@@ -37,6 +39,7 @@ class Downsample2D {
  public:
   static Downsample2D load(const WeightSource& w, int64_t channels, int padding);
   Tensor operator()(const Tensor& x) const { return conv_(x); }
+  Tensor channels_last(const Tensor& x) const { return conv_.channels_last(x); }
 
  private:
   Conv2d conv_;
@@ -50,6 +53,10 @@ class Upsample2D {
   Tensor operator()(const Tensor& x) const { return conv_(kernels::upsample_nearest2x(x)); }
   Tensor operator()(const Tensor& x, int64_t out_h, int64_t out_w) const {
     return conv_(kernels::upsample_nearest(x, out_h, out_w));
+  }
+  // 2x on channels-last x [N, H, W, C].
+  Tensor channels_last(const Tensor& x) const {
+    return conv_.channels_last(kernels::upsample_nearest2x_channels_last(x));
   }
 
  private:

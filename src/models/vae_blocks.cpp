@@ -29,7 +29,7 @@ std::vector<ResnetBlock2D> load_resnets(const WeightSource& w, int64_t in_channe
 }
 
 Tensor run_resnets(const std::vector<ResnetBlock2D>& resnets, Tensor h) {
-  for (const auto& resnet : resnets) h = resnet(h, Tensor());  // the previous activation is released here
+  for (const auto& resnet : resnets) h = resnet.channels_last(h);  // the previous activation is released here
   return h;
 }
 
@@ -50,11 +50,10 @@ VaeAttentionBlock VaeAttentionBlock::load(const WeightSource& w, int64_t channel
 }
 
 Tensor VaeAttentionBlock::operator()(const Tensor& x) const {
-  int64_t h = x.dim(2), w = x.dim(3);
-  // GroupNorm statistics do not depend on the layout, so normalising NCHW before the transpose is
-  // the same as diffusers normalising [N, C, H*W] after its view.
-  Tensor tokens = kernels::nchw_to_nlc(group_norm_(x));
-  Tensor out = kernels::nlc_to_nchw(attention_(tokens), h, w);
+  // GroupNorm statistics do not depend on the layout, so normalising channels last is the same as
+  // diffusers normalising [N, C, H*W] before its transpose to tokens.
+  Tensor tokens = group_norm_.channels_last(x);
+  Tensor out = attention_(tokens.reshape({x.dim(0), x.dim(1) * x.dim(2), x.dim(3)})).reshape(x.shape());
   kernels::add_inplace(out, x);
   return out;
 }
@@ -70,10 +69,10 @@ VaeMidBlock VaeMidBlock::load(const WeightSource& w, int64_t channels, const Vae
 }
 
 Tensor VaeMidBlock::operator()(Tensor x) const {
-  Tensor h = resnet0_(x, Tensor());
+  Tensor h = resnet0_.channels_last(x);
   x = Tensor();
   if (attention_) h = (*attention_)(h);
-  return resnet1_(h, Tensor());
+  return resnet1_.channels_last(h);
 }
 
 // ---- DownEncoderBlock2D / UpDecoderBlock2D
@@ -88,7 +87,7 @@ DownEncoderBlock2D DownEncoderBlock2D::load(const WeightSource& w, int64_t in_ch
 
 Tensor DownEncoderBlock2D::operator()(Tensor x) const {
   Tensor h = run_resnets(resnets_, std::move(x));
-  return downsampler_ ? (*downsampler_)(h) : h;
+  return downsampler_ ? downsampler_->channels_last(h) : h;
 }
 
 UpDecoderBlock2D UpDecoderBlock2D::load(const WeightSource& w, int64_t in_channels, int64_t out_channels, int layers,
@@ -101,7 +100,7 @@ UpDecoderBlock2D UpDecoderBlock2D::load(const WeightSource& w, int64_t in_channe
 
 Tensor UpDecoderBlock2D::operator()(Tensor x) const {
   Tensor h = run_resnets(resnets_, std::move(x));
-  return upsampler_ ? (*upsampler_)(h) : h;
+  return upsampler_ ? upsampler_->channels_last(h) : h;
 }
 
 }  // namespace sdrt

@@ -1,6 +1,8 @@
 // The building blocks of diffusers' VAE Encoder/Decoder (autoencoders/vae.py, unets/unet_2d_blocks.py):
 // DownEncoderBlock2D, UpDecoderBlock2D and the UNetMidBlock2D with its single-head spatial attention.
-// None of them takes a time embedding; every GroupNorm in them uses eps 1e-6.
+// None of them takes a time embedding; every GroupNorm in them uses eps 1e-6. Activations are channels
+// last, [N, H, W, C] (see kernels::nchw_to_nhwc): the layout the convolutions run in, so none of them
+// needs a reorder, and the attention reads it as [N, H*W, C] tokens without a transpose.
 #pragma once
 
 #include <optional>
@@ -25,7 +27,7 @@ class VaeAttentionBlock {
  public:
   // Accepts to_q/to_k/to_v/to_out.0 and the older query/key/value/proj_attn, as Linear [C, C] or 1x1 conv [C, C, 1, 1].
   static VaeAttentionBlock load(const WeightSource& w, int64_t channels, const VaeBlockParams& p);
-  Tensor operator()(const Tensor& x) const;  // [N, C, H, W] -> same
+  Tensor operator()(const Tensor& x) const;  // [N, H, W, C] -> same
 
  private:
   GroupNorm group_norm_;

@@ -110,6 +110,27 @@ TEST(PackedConv2d, Bf16MatchesReferenceOnRoundedOperands) {
   }
 }
 
+// Channels last ([N, H, W, C] in and out) computes the same convolution, plain and accumulating,
+// in both precisions, on a layer that also serves NCHW calls (each layout gets its own plans).
+TEST(PackedConv2d, ChannelsLastMatchesNchw) {
+  for (Precision precision : {Precision::f32, Precision::bf16}) {
+    for (const auto& c : kConvCases) {
+      SCOPED_TRACE(c.name);
+      Tensor x = random(c.x, 21), w = random(c.w, 22), b = c.bias ? random({c.w[0]}, 23) : Tensor();
+      PackedConv2d conv(w, b, c.p, precision);
+      Tensor nchw = conv(x);
+      Tensor y = conv.channels_last(nchw_to_nhwc(x));
+      ASSERT_EQ(y.shape(), (Shape{nchw.dim(0), nchw.dim(2), nchw.dim(3), nchw.dim(1)}));
+      const double tol = precision == Precision::f32 ? kTol : kBf16RoundedTol;
+      EXPECT_REL_LE(nhwc_to_nchw(y), nchw, tol);
+      Tensor residual = random(y.shape(), 24), acc = residual.clone();
+      conv.accumulate_channels_last(nchw_to_nhwc(x), acc);
+      EXPECT_REL_LE(acc, plus(residual, y), tol);
+      EXPECT_THROW(conv.channels_last(x.reshape({x.dim(0), x.dim(1), x.numel() / (x.dim(0) * x.dim(1))})), Error);
+    }
+  }
+}
+
 TEST(PackedConv2d, Bf16HoldsHalfTheWeightBytes) {
   Tensor w = random({64, 32, 3, 3}, 43);
   PackedConv2d conv(w, Tensor(), Conv2dParams::symmetric(1, 1), Precision::bf16);

@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "kernels/simd_math.h"
@@ -263,6 +264,37 @@ TEST(PointwiseGroupNorm, LargeOffsetKeepsAccuracy) {
   for (const GroupNormCase& c : cases) expect_group_norm_matches(c, seed += 3, kNormOffsetTol);
 }
 
+// Channels last: the same statistics over [N, H, W, C]; checked against the NCHW double reference
+// through the (exact) layout change, on channel counts that are and are not multiples of a vector.
+TEST(PointwiseGroupNorm, ChannelsLastMatchesDoubleReference) {
+  const GroupNormCase cases[] = {
+      {{1, 512, 16, 16}, 32, 0.0f},    // the VAE's 512 channels: one vector per group
+      {{2, 128, 9, 13}, 32, 0.0f},     // 4 per group, batch 2
+      {{1, 256, 64, 48}, 32, 0.0f},    // enough pixels for both threads
+      {{2, 24, 5, 7}, 4, 0.0f},        // 24 channels: a partial vector per pixel
+      {{1, 6, 1, 1}, 3, 0.0f},         // one pixel
+      {{1, 128, 96, 96}, 32, 1000.0f}, // large offset
+      {{2, 40, 9, 11}, 4, -1000.0f},
+      {{1, 64, 33, 33}, 32, 1e4f},
+  };
+  uint64_t seed = 250;
+  for (const GroupNormCase& c : cases) {
+    seed += 3;
+    const int64_t channels = c.shape[1];
+    Tensor x = random(c.shape, seed, c.offset);
+    Tensor gamma = random({channels}, seed + 1, 1.0f, 0.5f), beta = random({channels}, seed + 2, 0.0f, 0.5f);
+    for (bool silu : {false, true}) {
+      std::printf("    channels last %s groups %d offset %g%s\n", shape_str(c.shape).c_str(), c.groups, c.offset,
+                  silu ? " +silu" : "");
+      Tensor y = group_norm_channels_last(nchw_to_nhwc(x), c.groups, gamma, beta, 1e-5f, silu);
+      EXPECT_REL_LE(nhwc_to_nchw(y), group_norm_ref(x, c.groups, gamma, beta, 1e-5f, silu),
+                    c.offset == 0.0f ? kKernelTol : kNormOffsetTol);
+    }
+  }
+  EXPECT_THROW(group_norm_channels_last(random({1, 4, 4, 6}, 1), 4, Tensor::full({6}, 1.0f), Tensor({6}), 1e-5f),
+               Error);
+}
+
 TEST(PointwiseGroupNorm, ConstantGroupGivesBeta) {
   Tensor x = Tensor::full({1, 4, 5, 5}, 3.25f);
   Tensor gamma = Tensor::full({4}, 2.0f), beta = Tensor::from_vector({4}, {0.5f, -1.0f, 0.0f, 2.0f});
@@ -338,6 +370,21 @@ TEST(PointwiseLayout, TransposesAreExactOnOddSizes) {
         for (int64_t p = 0; p < h * w; ++p) same &= nlc[(b * h * w + p) * c + ch] == x[(b * c + ch) * h * w + p];
     EXPECT_TRUE(same) << shape_str(s);
     EXPECT_REL_LE(nlc_to_nchw(nlc, h, w), x, 0.0);
+  }
+}
+
+TEST(PointwiseLayout, ChannelsLastRoundTripAndUpsampleAreExact) {
+  for (const Shape& s : {Shape{2, 3, 5, 7}, Shape{1, 20, 3, 16}, Shape{1, 128, 8, 9}}) {
+    const int64_t n = s[0], c = s[1], h = s[2], w = s[3];
+    Tensor x = random(s, 750 + w);
+    Tensor nhwc = nchw_to_nhwc(x);
+    ASSERT_EQ(nhwc.shape(), (Shape{n, h, w, c}));
+    EXPECT_EQ(nhwc[((1 % n * h + h - 1) * w + 2) * c + c - 1], x[((1 % n * c + c - 1) * h + h - 1) * w + 2]);
+    EXPECT_REL_LE(nhwc_to_nchw(nhwc), x, 0.0);
+    Tensor up = upsample_nearest2x_channels_last(nhwc);
+    ASSERT_EQ(up.shape(), (Shape{n, 2 * h, 2 * w, c}));
+    SCOPED_TRACE(shape_str(s));
+    EXPECT_REL_LE(nhwc_to_nchw(up), upsample_nearest2x(x), 0.0);
   }
 }
 
