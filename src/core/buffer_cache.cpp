@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "core/activation_arena.h"
+
 namespace sdrt {
 
 namespace {
@@ -30,6 +32,7 @@ std::shared_ptr<float> BufferCache::allocate(size_t bytes) {
   if (size < kMinCachedBytes) {
     return std::shared_ptr<float>(static_cast<float*>(aligned_or_throw(size)), [](float* p) { std::free(p); });
   }
+  if (auto planned = ActivationArena::allocate_if_active(size)) return planned;
   void* p = nullptr;
   {
     std::lock_guard lock(mutex_);

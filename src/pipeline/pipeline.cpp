@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <mutex>
 
 #include "core/buffer_cache.h"
 #include "core/error.h"
@@ -126,6 +127,7 @@ StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir, ke
   auto t0 = Clock::now();
   check_model_index(dir);
   StableDiffusionPipeline p;
+  p.compiled_arenas_ = std::make_shared<CompiledArenas>();
   p.dir_ = dir;
   p.precision_ = precision;
   p.residency_ = residency;
@@ -227,6 +229,17 @@ int StableDiffusionPipeline::default_width() const {
 
 int StableDiffusionPipeline::default_height() const { return default_width(); }
 
+struct StableDiffusionPipeline::CompiledArenas {
+  std::mutex mutex;
+  std::map<Shape, std::shared_ptr<ActivationArena>> unet;
+};
+
+std::shared_ptr<ActivationArena> StableDiffusionPipeline::compiled_unet_arena(const Shape& unet_input) const {
+  std::lock_guard lock(compiled_arenas_->mutex);
+  auto it = compiled_arenas_->unet.find(unet_input);
+  return it == compiled_arenas_->unet.end() ? nullptr : it->second;
+}
+
 Shape StableDiffusionPipeline::latent_shape_for(int images, int width, int height) const {
   const int scale = vae_config_.downscale();
   return {images, unet_config_.in_channels, (height ? height : default_height()) / scale,
@@ -262,7 +275,16 @@ double StableDiffusionPipeline::compile(const StaticShape& shape) const {
   // sequence), one batched UNet call, and the decoder, which always runs one image at a time.
   Tensor context = repeat_rows(encode_prompt(*text_encoder_, "", 1, 1), static_cast<int>(rows));
   std::vector<float> timesteps(static_cast<size_t>(rows), 999.0f);
-  unet_->forward(Tensor({rows, latent[1], latent[2], latent[3]}), timesteps, context);
+  const Shape unet_input{rows, latent[1], latent[2], latent[3]};
+  auto arena = std::make_shared<ActivationArena>();
+  {
+    ActivationArena::Run record(*arena);
+    unet_->forward(Tensor(unet_input), timesteps, context);
+  }
+  {
+    std::lock_guard lock(compiled_arenas_->mutex);
+    compiled_arenas_->unet[unet_input] = arena;
+  }
   BufferCache::instance().release();
   vae_->decode(Tensor({1, latent[1], latent[2], latent[3]}));
   BufferCache::instance().release();
@@ -319,12 +341,20 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
   }
 
   auto unet = unet_for_stage(load_s);
+  const Shape unet_input{n * (guided ? 2 : 1), channels, latent_shape[2], latent_shape[3]};
+  std::shared_ptr<ActivationArena> arena = compiled_unet_arena(unet_input);
+  if (!arena) arena = std::make_shared<ActivationArena>();  // the first step plans it for this generation
+  const ActivationArena::Counts arena_before = arena->counts();
   for (size_t i = 0; i < timesteps.size(); ++i) {
     auto t_step = Clock::now();
     Tensor scaled = scheduler->scale_model_input(latents, i);
     Tensor model_in = guided ? concat_rows(scaled, scaled) : scaled;
     std::vector<float> t(static_cast<size_t>(model_in.dim(0)), static_cast<float>(timesteps[i]));
-    Tensor out = unet->forward(model_in, t, context);
+    Tensor out;
+    {
+      ActivationArena::Run run(*arena);
+      out = unet->forward(model_in, t, context);
+    }
     Tensor noise_pred = guided ? apply_guidance(out, params.guidance) : out;
     Tensor step_noise;
     if (scheduler->needs_noise(i)) {
@@ -340,6 +370,10 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
   }
   result.latents = latents;
   result.times.unet_peak_rss = stage_peak();
+  result.times.unet_arena_bytes = arena->block_bytes();
+  result.times.unet_buffers_served = arena->counts().served - arena_before.served;
+  result.times.unet_buffers_fallback = arena->counts().fallbacks - arena_before.fallbacks;
+  arena.reset();  // a generation's own arena goes now; a compiled one stays with the pipeline
 
   // The UNet's cached activation buffers are the wrong sizes for the decoder: free them first, and
   // the UNet itself unless it stays resident.

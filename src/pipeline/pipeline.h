@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/activation_arena.h"
 #include "core/tensor.h"
 #include "io/config.h"
 #include "models/clip_text_model.h"
@@ -50,6 +51,11 @@ struct StageTimes {
   double total_s = 0;  // the whole generation, less load_s
   // With GenerateParams::measure_stage_memory: the peak RSS during each stage, in bytes (0: not measured).
   int64_t text_encoder_peak_rss = 0, unet_peak_rss = 0, vae_decode_peak_rss = 0;
+  // The UNet calls' activations come from a planned arena (ActivationArena): the first call of a
+  // shape records, later ones (and every one, after compile()) take their buffers from its block.
+  size_t unet_arena_bytes = 0;       // the block
+  size_t unet_buffers_served = 0;    // buffers this generation took from the block
+  size_t unet_buffers_fallback = 0;  // replayed buffers that went to the buffer cache instead
 };
 
 struct GenerateResult {
@@ -108,8 +114,10 @@ class StableDiffusionPipeline {
 
   // Static shapes: creates every kernel plan (oneDNN primitive, weight layout) that generations of
   // `shape` need now, not in the first generation's steps, by running the text encoder, one UNet
-  // call and one VAE decode on zeros. Generations of other shapes still work and make their plans
-  // as they go. Resident pipelines only. Returns the seconds taken.
+  // call and one VAE decode on zeros, and plans the UNet's activation arena for the shape, which
+  // the pipeline keeps: the UNet calls of such generations create no plan and allocate nothing.
+  // Generations of other shapes still work and plan as they go. Resident pipelines only. Returns
+  // the seconds taken.
   double compile(const StaticShape& shape) const;
 
   // Prompt -> [images, 77, hidden] conditioning (repeated per image).
@@ -143,6 +151,8 @@ class StableDiffusionPipeline {
   Tensor encode_prompt(const ClipTextModel& text_encoder, const std::string& prompt, int images, int clip_skip) const;
   // [images, latent channels, h, w] for a request's size (0: the model's native size).
   Shape latent_shape_for(int images, int width, int height) const;
+  // The arena compile() planned for UNet inputs of this shape, or null.
+  std::shared_ptr<ActivationArena> compiled_unet_arena(const Shape& unet_input) const;
 
   std::string dir_;
   ClipTextConfig text_encoder_config_;
@@ -157,6 +167,9 @@ class StableDiffusionPipeline {
   kernels::Precision precision_ = kernels::Precision::f32;
   Residency residency_ = Residency::resident;
   LoadMemory load_memory_;
+  // compile()'s UNet arenas by input shape; shared so that the pipeline stays movable.
+  struct CompiledArenas;
+  std::shared_ptr<CompiledArenas> compiled_arenas_;
 };
 
 // Validates what a user may ask for before any work is done: sizes, steps, images.

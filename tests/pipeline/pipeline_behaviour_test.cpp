@@ -66,6 +66,9 @@ TEST(PipelineBehaviour, PerStageResidencyGivesTheSameImageAndKeepsNoModels) {
   GenerateResult r = per_stage.generate(p);
   EXPECT_REL_LE(r.images, tiny().generate(p).images, 0.0);
   EXPECT_GT(r.times.load_s, 0.0);  // each stage loaded its model
+  // The first UNet step planned the activation arena, the second took its buffers from it.
+  EXPECT_GT(r.times.unet_buffers_served, 0u);
+  EXPECT_EQ(r.times.unet_buffers_fallback, 0u);
   EXPECT_EQ(per_stage.default_width(), tiny().default_width());
   EXPECT_THROW(per_stage.unet(), Error);
   EXPECT_THROW(per_stage.vae(), Error);
@@ -103,6 +106,10 @@ TEST(PipelineBehaviour, ACompiledShapeGeneratesWithoutCreatingKernelPlans) {
     r = pipe.generate(p);
   }
   EXPECT_EQ(generating.plans(), 0);
+  // Nor allocates: every UNet buffer of every step comes from the arena compile() planned.
+  EXPECT_GT(r.times.unet_arena_bytes, 0u);
+  EXPECT_GT(r.times.unet_buffers_served, 0u);
+  EXPECT_EQ(r.times.unet_buffers_fallback, 0u);
   EXPECT_REL_LE(r.images, tiny().generate(p).images, 0.0);  // compiling changes nothing in the result
   p.width = 96;  // another size still works, making its own plans
   {
