@@ -216,9 +216,11 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
     result.text_encoder_peak_rss_bytes = std::max(result.text_encoder_peak_rss_bytes, t.text_encoder_peak_rss);
     result.unet_peak_rss_bytes = std::max(result.unet_peak_rss_bytes, t.unet_peak_rss);
     result.vae_decode_peak_rss_bytes = std::max(result.vae_decode_peak_rss_bytes, t.vae_decode_peak_rss);
-    result.unet_arena_bytes = std::max(result.unet_arena_bytes, t.unet_arena_bytes);
-    result.unet_buffers_served += t.unet_buffers_served;
-    result.unet_buffers_fallback += t.unet_buffers_fallback;
+    for (auto [sum, run] : {std::pair{&result.unet_arena, &t.unet_arena}, std::pair{&result.vae_arena, &t.vae_arena}}) {
+      sum->block_bytes = std::max(sum->block_bytes, run->block_bytes);
+      sum->served += run->served;
+      sum->fallback += run->fallback;
+    }
     run_load.push_back(t.load_s);
     text_encoder.push_back(t.text_encoder_s);
     unet_steps.insert(unet_steps.end(), t.unet_step_s.begin(), t.unet_step_s.end());
@@ -360,8 +362,11 @@ std::string format_benchmark_table(const BenchmarkResult& r) {
   if (r.unet_peak_rss_bytes > 0)
     out += fmt("  peak RSS per stage: text encoder %.0f MB, UNet loop %.0f MB, VAE decode %.0f MB\n",
                r.text_encoder_peak_rss_bytes / 1e6, r.unet_peak_rss_bytes / 1e6, r.vae_decode_peak_rss_bytes / 1e6);
-  out += fmt("  UNet activations: %.0f MB planned arena; %zu buffers served from it, %zu fell back to the cache\n",
-             r.unet_arena_bytes / 1e6, r.unet_buffers_served, r.unet_buffers_fallback);
+  for (auto [name, arena] : {std::pair{"UNet", &r.unet_arena}, std::pair{"VAE decoder", &r.vae_arena}}) {
+    if (arena->block_bytes == 0) continue;
+    out += fmt("  %s activations: %.0f MB planned arena; %zu buffers served from it, %zu fell back to the cache\n",
+               name, arena->block_bytes / 1e6, arena->served, arena->fallback);
+  }
   out += "\n";
 
   out += fmt("  %-30s %10s %9s %9s %9s %10s %10s\n", "work (GMAC; 1 MAC = 2 FLOP)", "total", "conv", "linear",
@@ -424,8 +429,10 @@ std::string format_benchmark_json(const BenchmarkResult& r) {
   memory["stage_peak_rss"] = {{"text_encoder", r.text_encoder_peak_rss_bytes},
                               {"unet", r.unet_peak_rss_bytes},
                               {"vae_decode", r.vae_decode_peak_rss_bytes}};
-  memory["unet_arena"] = r.unet_arena_bytes;
-  j["unet_arena_buffers"] = {{"served", r.unet_buffers_served}, {"fallback", r.unet_buffers_fallback}};
+  auto arena_json = [](const StageTimes::ArenaUse& a) {
+    return nlohmann::ordered_json{{"block_bytes", a.block_bytes}, {"served", a.served}, {"fallback", a.fallback}};
+  };
+  j["activation_arenas"] = {{"unet", arena_json(r.unet_arena)}, {"vae_decoder", arena_json(r.vae_arena)}};
   j["work"] = {{"unet_call", rate_json(r.unet)},
                {"unet_per_image_per_step_macs", macs_json(r.unet_macs_per_image())},
                {"vae_decoder", rate_json(r.vae_decoder)},

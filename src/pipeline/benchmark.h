@@ -95,9 +95,9 @@ struct BenchmarkResult {
   // Peak RSS within each stage, the highest over the measured runs; 0 where the kernel does not
   // let a process reset its peak counter (then only peak_rss_bytes is known).
   int64_t text_encoder_peak_rss_bytes = 0, unet_peak_rss_bytes = 0, vae_decode_peak_rss_bytes = 0;
-  // The UNet loop's activation arena (StageTimes::unet_arena_bytes) and, over the measured runs,
-  // the UNet buffers it served and those that went to the buffer cache.
-  size_t unet_arena_bytes = 0, unet_buffers_served = 0, unet_buffers_fallback = 0;
+  // The activation arenas (StageTimes::unet_arena, vae_arena): the largest block, and the buffers
+  // served and passed to the buffer cache, summed over the measured runs.
+  StageTimes::ArenaUse unet_arena, vae_arena;
 
   MacCounts text_encoder_macs;  // all prompts of one run
   ComponentRate unet;           // one batched UNet call

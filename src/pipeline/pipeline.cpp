@@ -231,14 +231,37 @@ int StableDiffusionPipeline::default_height() const { return default_width(); }
 
 struct StableDiffusionPipeline::CompiledArenas {
   std::mutex mutex;
-  std::map<Shape, std::shared_ptr<ActivationArena>> unet;
+  // By input shape.
+  std::map<Shape, std::shared_ptr<ActivationArena>> unet, vae_decoder;
 };
 
-std::shared_ptr<ActivationArena> StableDiffusionPipeline::compiled_unet_arena(const Shape& unet_input) const {
+std::shared_ptr<ActivationArena> StableDiffusionPipeline::compiled_arena(Stage stage, const Shape& input) const {
   std::lock_guard lock(compiled_arenas_->mutex);
-  auto it = compiled_arenas_->unet.find(unet_input);
-  return it == compiled_arenas_->unet.end() ? nullptr : it->second;
+  auto& arenas = stage == Stage::unet ? compiled_arenas_->unet : compiled_arenas_->vae_decoder;
+  auto it = arenas.find(input);
+  return it == arenas.end() ? nullptr : it->second;
 }
+
+std::shared_ptr<ActivationArena> StableDiffusionPipeline::compile_arena(Stage stage, const Shape& input,
+                                                                        const std::function<void()>& run) const {
+  auto arena = std::make_shared<ActivationArena>();
+  {
+    ActivationArena::Run record(*arena);
+    run();
+  }
+  std::lock_guard lock(compiled_arenas_->mutex);
+  (stage == Stage::unet ? compiled_arenas_->unet : compiled_arenas_->vae_decoder)[input] = arena;
+  return arena;
+}
+
+namespace {
+
+StageTimes::ArenaUse arena_use(const ActivationArena& arena, const ActivationArena::Counts& before) {
+  const ActivationArena::Counts now = arena.counts();
+  return {arena.block_bytes(), now.served - before.served, now.fallbacks - before.fallbacks};
+}
+
+}  // namespace
 
 Shape StableDiffusionPipeline::latent_shape_for(int images, int width, int height) const {
   const int scale = vae_config_.downscale();
@@ -275,18 +298,12 @@ double StableDiffusionPipeline::compile(const StaticShape& shape) const {
   // sequence), one batched UNet call, and the decoder, which always runs one image at a time.
   Tensor context = repeat_rows(encode_prompt(*text_encoder_, "", 1, 1), static_cast<int>(rows));
   std::vector<float> timesteps(static_cast<size_t>(rows), 999.0f);
-  const Shape unet_input{rows, latent[1], latent[2], latent[3]};
-  auto arena = std::make_shared<ActivationArena>();
-  {
-    ActivationArena::Run record(*arena);
-    unet_->forward(Tensor(unet_input), timesteps, context);
-  }
-  {
-    std::lock_guard lock(compiled_arenas_->mutex);
-    compiled_arenas_->unet[unet_input] = arena;
-  }
+  const Shape unet_input{rows, latent[1], latent[2], latent[3]}, vae_input{1, latent[1], latent[2], latent[3]};
+  // The inputs exist before the recording starts, as generate()'s do.
+  const Tensor unet_zeros(unet_input), vae_zeros(vae_input);
+  compile_arena(Stage::unet, unet_input, [&] { unet_->forward(unet_zeros, timesteps, context); });
   BufferCache::instance().release();
-  vae_->decode(Tensor({1, latent[1], latent[2], latent[3]}));
+  compile_arena(Stage::vae_decoder, vae_input, [&] { vae_->decode(vae_zeros); });
   BufferCache::instance().release();
   return seconds_since(t0);
 }
@@ -342,9 +359,9 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
 
   auto unet = unet_for_stage(load_s);
   const Shape unet_input{n * (guided ? 2 : 1), channels, latent_shape[2], latent_shape[3]};
-  std::shared_ptr<ActivationArena> arena = compiled_unet_arena(unet_input);
+  std::shared_ptr<ActivationArena> arena = compiled_arena(Stage::unet, unet_input);
   if (!arena) arena = std::make_shared<ActivationArena>();  // the first step plans it for this generation
-  const ActivationArena::Counts arena_before = arena->counts();
+  const ActivationArena::Counts unet_before = arena->counts();
   for (size_t i = 0; i < timesteps.size(); ++i) {
     auto t_step = Clock::now();
     Tensor scaled = scheduler->scale_model_input(latents, i);
@@ -370,9 +387,7 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
   }
   result.latents = latents;
   result.times.unet_peak_rss = stage_peak();
-  result.times.unet_arena_bytes = arena->block_bytes();
-  result.times.unet_buffers_served = arena->counts().served - arena_before.served;
-  result.times.unet_buffers_fallback = arena->counts().fallbacks - arena_before.fallbacks;
+  result.times.unet_arena = arena_use(*arena, unet_before);
   arena.reset();  // a generation's own arena goes now; a compiled one stays with the pipeline
 
   // The UNet's cached activation buffers are the wrong sizes for the decoder: free them first, and
@@ -385,11 +400,21 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
   auto t0 = Clock::now();
   const auto& vcfg = vae->config();
   std::vector<Tensor> decoded;
+  const Shape vae_input{1, channels, latent_shape[2], latent_shape[3]};
+  std::shared_ptr<ActivationArena> vae_arena = compiled_arena(Stage::vae_decoder, vae_input);
+  const ActivationArena::Counts vae_before = vae_arena ? vae_arena->counts() : ActivationArena::Counts{};
   for (int64_t b = 0; b < n; ++b) {
     Tensor z = latents.slice0(b, b + 1).clone();
     for (int64_t i = 0; i < z.numel(); ++i) z[i] = z[i] / vcfg.scaling_factor + vcfg.shift_factor;
-    decoded.push_back(to_nhwc_unit_range(vae->decode(z)));
+    Tensor image;
+    {
+      std::optional<ActivationArena::Run> run;
+      if (vae_arena) run.emplace(*vae_arena);
+      image = vae->decode(z);
+    }
+    decoded.push_back(to_nhwc_unit_range(image));
   }
+  if (vae_arena) result.times.vae_arena = arena_use(*vae_arena, vae_before);
   result.images = Tensor::empty({n, decoded[0].dim(1), decoded[0].dim(2), 3});
   for (int64_t b = 0; b < n; ++b)
     std::copy(decoded[b].data(), decoded[b].data() + decoded[b].numel(), result.images.data() + b * decoded[b].numel());

@@ -53,9 +53,13 @@ struct StageTimes {
   int64_t text_encoder_peak_rss = 0, unet_peak_rss = 0, vae_decode_peak_rss = 0;
   // The UNet calls' activations come from a planned arena (ActivationArena): the first call of a
   // shape records, later ones (and every one, after compile()) take their buffers from its block.
-  size_t unet_arena_bytes = 0;       // the block
-  size_t unet_buffers_served = 0;    // buffers this generation took from the block
-  size_t unet_buffers_fallback = 0;  // replayed buffers that went to the buffer cache instead
+  // The decoder has one only for a compiled shape.
+  struct ArenaUse {
+    size_t block_bytes = 0;
+    size_t served = 0;    // buffers this generation took from the block
+    size_t fallback = 0;  // replayed buffers that went to the buffer cache instead
+  };
+  ArenaUse unet_arena, vae_arena;
 };
 
 struct GenerateResult {
@@ -114,8 +118,9 @@ class StableDiffusionPipeline {
 
   // Static shapes: creates every kernel plan (oneDNN primitive, weight layout) that generations of
   // `shape` need now, not in the first generation's steps, by running the text encoder, one UNet
-  // call and one VAE decode on zeros, and plans the UNet's activation arena for the shape, which
-  // the pipeline keeps: the UNet calls of such generations create no plan and allocate nothing.
+  // call and one VAE decode on zeros, and plans the UNet's and the decoder's activation arenas
+  // for the shape, which the pipeline keeps (that memory stays held): the UNet calls and decodes of
+  // such generations create no plan and allocate no large buffer.
   // Generations of other shapes still work and plan as they go. Resident pipelines only. Returns
   // the seconds taken.
   double compile(const StaticShape& shape) const;
@@ -151,8 +156,12 @@ class StableDiffusionPipeline {
   Tensor encode_prompt(const ClipTextModel& text_encoder, const std::string& prompt, int images, int clip_skip) const;
   // [images, latent channels, h, w] for a request's size (0: the model's native size).
   Shape latent_shape_for(int images, int width, int height) const;
-  // The arena compile() planned for UNet inputs of this shape, or null.
-  std::shared_ptr<ActivationArena> compiled_unet_arena(const Shape& unet_input) const;
+  // The activation arenas compile() plans, by stage and input shape.
+  enum class Stage { unet, vae_decoder };
+  std::shared_ptr<ActivationArena> compiled_arena(Stage stage, const Shape& input) const;  // or null
+  // Records `run` into a new arena and keeps it for (stage, input).
+  std::shared_ptr<ActivationArena> compile_arena(Stage stage, const Shape& input,
+                                                 const std::function<void()>& run) const;
 
   std::string dir_;
   ClipTextConfig text_encoder_config_;

@@ -205,9 +205,16 @@ TEST(Benchmark, JsonReportParsesAndCarriesTheNumbers) {
   EXPECT_TRUE(j["machine"]["isa"].contains("avx512_bf16"));
   EXPECT_FALSE(j["machine"]["cpu_model"].get<std::string>().empty());
   EXPECT_TRUE(j["peak"].is_null());
+  // Resident and compiled: both stages ran from their planned arenas.
+  for (const char* stage : {"unet", "vae_decoder"}) {
+    EXPECT_GT(j["activation_arenas"][stage]["block_bytes"].get<size_t>(), 0u) << stage;
+    EXPECT_GT(j["activation_arenas"][stage]["served"].get<size_t>(), 0u) << stage;
+    EXPECT_EQ(j["activation_arenas"][stage]["fallback"].get<size_t>(), 0u) << stage;
+  }
 
   std::string table = format_benchmark_table(r);
   EXPECT_NE(table.find("compile"), std::string::npos);
+  EXPECT_NE(table.find("UNet activations"), std::string::npos);
   EXPECT_NE(table.find("images per minute"), std::string::npos);
 }
 

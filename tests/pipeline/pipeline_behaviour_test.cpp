@@ -67,8 +67,9 @@ TEST(PipelineBehaviour, PerStageResidencyGivesTheSameImageAndKeepsNoModels) {
   EXPECT_REL_LE(r.images, tiny().generate(p).images, 0.0);
   EXPECT_GT(r.times.load_s, 0.0);  // each stage loaded its model
   // The first UNet step planned the activation arena, the second took its buffers from it.
-  EXPECT_GT(r.times.unet_buffers_served, 0u);
-  EXPECT_EQ(r.times.unet_buffers_fallback, 0u);
+  EXPECT_GT(r.times.unet_arena.served, 0u);
+  EXPECT_EQ(r.times.unet_arena.fallback, 0u);
+  EXPECT_EQ(r.times.vae_arena.block_bytes, 0u);  // only compile() plans one for the decoder
   EXPECT_EQ(per_stage.default_width(), tiny().default_width());
   EXPECT_THROW(per_stage.unet(), Error);
   EXPECT_THROW(per_stage.vae(), Error);
@@ -106,10 +107,12 @@ TEST(PipelineBehaviour, ACompiledShapeGeneratesWithoutCreatingKernelPlans) {
     r = pipe.generate(p);
   }
   EXPECT_EQ(generating.plans(), 0);
-  // Nor allocates: every UNet buffer of every step comes from the arena compile() planned.
-  EXPECT_GT(r.times.unet_arena_bytes, 0u);
-  EXPECT_GT(r.times.unet_buffers_served, 0u);
-  EXPECT_EQ(r.times.unet_buffers_fallback, 0u);
+  // Nor allocates: every large UNet and decoder buffer comes from the arenas compile() planned.
+  for (const auto& arena : {r.times.unet_arena, r.times.vae_arena}) {
+    EXPECT_GT(arena.block_bytes, 0u);
+    EXPECT_GT(arena.served, 0u);
+    EXPECT_EQ(arena.fallback, 0u);
+  }
   EXPECT_REL_LE(r.images, tiny().generate(p).images, 0.0);  // compiling changes nothing in the result
   p.width = 96;  // another size still works, making its own plans
   {
@@ -117,6 +120,21 @@ TEST(PipelineBehaviour, ACompiledShapeGeneratesWithoutCreatingKernelPlans) {
     pipe.generate(p);
   }
   EXPECT_GT(other_size.plans(), 0);
+}
+
+TEST(PipelineBehaviour, ACompiledShapeWithLargeInputsRunsEntirelyFromItsArenas) {
+  // 64x32 latents: the UNet's and the decoder's inputs are large enough (>= 64 KB) to be arena
+  // buffers themselves, which compile() must not record as part of the calls.
+  auto pipe = StableDiffusionPipeline::load(testing::tiny_model_dir());
+  GenerateParams p = small_request();
+  p.width = 256;
+  p.height = 512;
+  pipe.compile({p.images, p.width, p.height, /*guided=*/true});
+  GenerateResult r = pipe.generate(p);
+  for (const auto& arena : {r.times.unet_arena, r.times.vae_arena}) {
+    EXPECT_GT(arena.served, 0u);
+    EXPECT_EQ(arena.fallback, 0u);
+  }
 }
 
 TEST(PipelineBehaviour, CompileNeedsAResidentPipeline) {
