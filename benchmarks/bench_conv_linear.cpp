@@ -1,7 +1,8 @@
 // Convolution and linear layers on SD 1.5's shapes at 512x512: the unpacked kernels (conv2d: a
 // oneDNN convolution created on every call on plain NCHW/OIHW, which oneDNN runs as im2col + GEMM;
 // linear: dnnl_sgemm on the unpacked weights) against the packed ones (PackedConv2d, PackedLinear:
-// weights packed once, cached primitives, activations reordered to oneDNN's layout where that pays).
+// weights packed once, cached primitives, activations reordered to oneDNN's layout where that pays),
+// and the packed ones on channels-last activations (no reorders), as the VAE uses them.
 //
 // Run with --benchmark_repetitions=5 --benchmark_report_aggregates_only=true and compare medians;
 // "old" and "packed" of one shape run back to back, so that on a shared machine both see the same
@@ -89,6 +90,22 @@ void conv_packed_at(benchmark::State& state, const ConvCase& c, Precision precis
 void conv_packed(benchmark::State& state, const ConvCase& c) { conv_packed_at(state, c, Precision::f32); }
 void conv_packed_bf16(benchmark::State& state, const ConvCase& c) { conv_packed_at(state, c, Precision::bf16); }
 
+// Channels-last activations in and out (PackedConv2d::channels_last), as the VAE runs them: no
+// reorder on either side (in bf16, the input's conversion remains).
+void conv_channels_last_at(benchmark::State& state, const ConvCase& c, Precision precision) {
+  ConvInputs in = conv_inputs(c);
+  PackedConv2d conv(in.weight, in.bias, in.params, precision);
+  const Tensor x = nchw_to_nhwc(in.x);
+  for (auto _ : state) benchmark::DoNotOptimize(conv.channels_last(x));
+  report(state, conv_macs(c), conv.weight_bytes());
+}
+void conv_channels_last(benchmark::State& state, const ConvCase& c) {
+  conv_channels_last_at(state, c, Precision::f32);
+}
+void conv_channels_last_bf16(benchmark::State& state, const ConvCase& c) {
+  conv_channels_last_at(state, c, Precision::bf16);
+}
+
 // The residual add a ResnetBlock2D does after its conv_shortcut: h += conv(x).
 void conv_add_old(benchmark::State& state, const ConvCase& c) {
   ConvInputs in = conv_inputs(c);
@@ -163,7 +180,11 @@ void register_variants(const std::string& prefix, const Case& c,
 bool register_all() {
   for (const auto& c : kConvCases)
     register_variants<ConvCase>("conv", c,
-                                {{"old", conv_old}, {"packed", conv_packed}, {"packed_bf16", conv_packed_bf16}});
+                                {{"old", conv_old},
+                                 {"packed", conv_packed},
+                                 {"packed_bf16", conv_packed_bf16},
+                                 {"channels_last", conv_channels_last},
+                                 {"channels_last_bf16", conv_channels_last_bf16}});
   // The 1x1 conv_shortcut.
   register_variants<ConvCase>("conv_add", kConvCases[5], {{"old", conv_add_old}, {"packed", conv_add_packed}});
   for (const auto& c : kLinearCases)

@@ -244,13 +244,14 @@ class ChannelsLastGroupNormRun {
   }
 
  private:
-  static constexpr int64_t kBlockPixels = 16;
+  // Float partial sums cover this many pixels before they are added to the double sums.
+  static constexpr int64_t kBlockPixels = 32;
 
   void run_image(const float* x, float* y) {
     const std::vector<float> pivot = channel_pivots(x);
     const int max_threads = omp_get_max_threads();
     std::vector<double> partials(static_cast<size_t>(max_threads) * 2 * channels_, 0.0);
-    std::vector<float> scale(static_cast<size_t>(channels_)), shift(static_cast<size_t>(channels_));
+    std::vector<float> scale(padded_channels()), shift(padded_channels());
 #pragma omp parallel if (pixels_ * channels_ >= simd_math::kMinParallelFloats)
     {
       const int thread = omp_get_thread_num(), threads = omp_get_num_threads();
@@ -267,10 +268,13 @@ class ChannelsLastGroupNormRun {
     }
   }
 
+  // Per-channel vectors are padded to whole SIMD vectors, so the last partial one loads in full.
+  size_t padded_channels() const { return static_cast<size_t>((channels_ + kLanes - 1) / kLanes * kLanes); }
+
   // Each channel's pivot is its group's mean over the first (up to) kLanes pixels.
   std::vector<float> channel_pivots(const float* x) const {
     const int64_t head = std::min<int64_t>(pixels_, kLanes);
-    std::vector<float> pivot(static_cast<size_t>(channels_));
+    std::vector<float> pivot(padded_channels());
     for (int g = 0; g < groups_; ++g) {
       double s = 0;
       for (int64_t p = 0; p < head; ++p)
@@ -282,23 +286,26 @@ class ChannelsLastGroupNormRun {
   }
 
   void accumulate(const float* x, simd_math::Range pixels, const float* pivot, double* sum, double* sum_sq) const {
-    float lanes_sum[kLanes], lanes_sq[kLanes];
+    const int64_t full = channels_ / kLanes * kLanes;
     for (int64_t p0 = pixels.begin; p0 < pixels.end; p0 += kBlockPixels) {
       const int64_t p1 = std::min(pixels.end, p0 + kBlockPixels);
-      for (int64_t c = 0; c < channels_; c += kLanes) {
-        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, channels_ - c));
-        const Vec k = simd::load_leading(pivot + c, lanes);
+      for (int64_t c = 0; c < full; c += kLanes) {
+        const Vec k = simd::load(pivot + c);
         Vec s = simd::zero(), q = simd::zero();
         for (int64_t p = p0; p < p1; ++p) {
-          Vec d = simd::sub(simd::load_leading(x + p * channels_ + c, lanes), k);
+          Vec d = simd::sub(simd::load(x + p * channels_ + c), k);
           s = simd::add(s, d);
           q = simd::fma(d, d, q);
         }
-        simd::store(lanes_sum, s);
-        simd::store(lanes_sq, q);
-        for (int i = 0; i < lanes; ++i) {
-          sum[c + i] += lanes_sum[i];
-          sum_sq[c + i] += lanes_sq[i];
+        simd_math::add_lanes_to(sum + c, s);
+        simd_math::add_lanes_to(sum_sq + c, q);
+      }
+      // The last channels when C is not a multiple of a vector.
+      for (int64_t p = p0; p < p1 && full < channels_; ++p) {
+        for (int64_t c = full; c < channels_; ++c) {
+          const double d = static_cast<double>(x[p * channels_ + c]) - pivot[c];
+          sum[c] += d;
+          sum_sq[c] += d * d;
         }
       }
     }
@@ -332,14 +339,17 @@ class ChannelsLastGroupNormRun {
   template <bool kSilu>
   void normalise_pixels(const float* x, float* y, simd_math::Range pixels, const float* pivot, const float* scale,
                         const float* shift) const {
+    const int64_t full = channels_ / kLanes * kLanes;
+    const int tail = static_cast<int>(channels_ - full);
+    auto normalised = [&](Vec v, int64_t c) {
+      Vec out = simd::fma(simd::sub(v, simd::load(pivot + c)), simd::load(scale + c), simd::load(shift + c));
+      return kSilu ? simd_math::silu(out) : out;
+    };
     for (int64_t p = pixels.begin; p < pixels.end; ++p) {
-      for (int64_t c = 0; c < channels_; c += kLanes) {
-        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, channels_ - c));
-        Vec v = simd::sub(simd::load_leading(x + p * channels_ + c, lanes), simd::load_leading(pivot + c, lanes));
-        Vec out = simd::fma(v, simd::load_leading(scale + c, lanes), simd::load_leading(shift + c, lanes));
-        if (kSilu) out = simd_math::silu(out);
-        simd::store_leading(y + p * channels_ + c, out, lanes);
-      }
+      const float* in = x + p * channels_;
+      float* out = y + p * channels_;
+      for (int64_t c = 0; c < full; c += kLanes) simd::store(out + c, normalised(simd::load(in + c), c));
+      if (tail) simd::store_leading(out + full, normalised(simd::load_leading(in + full, tail), full), tail);
     }
   }
 

@@ -126,6 +126,16 @@ class DoubleSums {
   __m512d lo_ = _mm512_setzero_pd(), hi_ = _mm512_setzero_pd();
 };
 
+// sums[i] += a[i] for the 16 lanes, in double: per-lane running sums kept in memory (one per
+// channel in channels-last GroupNorm).
+inline void add_lanes_to(double* sums, Vec a) {
+  const __m512d bits = _mm512_castps_pd(a.v);
+  const __m512d low = _mm512_maskz_cvtps_pd(simd::kAllPairs, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xF, bits, 0)));
+  const __m512d high = _mm512_maskz_cvtps_pd(simd::kAllPairs, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xF, bits, 1)));
+  _mm512_storeu_pd(sums, _mm512_add_pd(_mm512_maskz_loadu_pd(simd::kAllPairs, sums), low));
+  _mm512_storeu_pd(sums + 8, _mm512_add_pd(_mm512_maskz_loadu_pd(simd::kAllPairs, sums + 8), high));
+}
+
 // Each lane twice: duplicate_lanes_low(a) = a0 a0 a1 a1 .. a7 a7, duplicate_lanes_high(a) =
 // a8 a8 .. a15 a15 (nearest-neighbour upsampling of a row).
 inline Vec duplicate_lanes_low(Vec a) {
@@ -180,6 +190,10 @@ class DoubleSums {
  private:
   double lanes_[kLanes] = {};
 };
+
+inline void add_lanes_to(double* sums, Vec a) {
+  for (int i = 0; i < kLanes; ++i) sums[i] += a.v[i];
+}
 
 inline Vec duplicate_lanes_low(Vec a) {
   return simd::per_lane([&](int i) { return a.v[i / 2]; });
