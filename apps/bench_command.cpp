@@ -57,6 +57,8 @@ Command add_bench_command(CLI::App& app) {
   cmd->add_option("--batch", b.batch, "images per prompt (one batched run)")->capture_default_str();
   cmd->add_option("--guidance,--cfg", b.guidance, "guidance scale; > 1 makes each step one UNet call on 2 x batch")
       ->capture_default_str();
+  cmd->add_option("--vae-tile", b.vae_tile_size, "decode in tiles of this many pixels (0 = whole)")
+      ->capture_default_str();
   cmd->add_option("--runs", b.runs, "measured runs")->capture_default_str();
   cmd->add_option("--warmup", b.warmup, "unmeasured runs first")->capture_default_str();
   cmd->add_option("--threads,-t", b.threads, "threads (default: physical cores)");

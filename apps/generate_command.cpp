@@ -126,6 +126,10 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--images", p.images, "images per prompt")->capture_default_str();
   cmd->add_option("--clip-skip", p.clip_skip, "use the text encoder's k-th last layer (1 = last)")
       ->capture_default_str();
+  cmd->add_option("--vae-tile", p.vae_tile_size,
+                  "decode in tiles of this many pixels (diffusers' VAE tiling): the decoder's memory becomes one "
+                  "tile's, for ~1.5x its time; 0 = whole")
+      ->capture_default_str();
   cmd->add_option("--output,-o", o->output, "PNG file; with --images N: NAME-0.png ...")->capture_default_str();
   cmd->add_option("--latents", o->latents_file,
                   "replay: safetensors with tensor 'latents' [images,4,h/8,w/8], unit normal");

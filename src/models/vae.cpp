@@ -220,6 +220,86 @@ Tensor AutoencoderKL::decode(const Tensor& z, VaeTrace* trace) const {
   return decoder_(std::move(h), trace);
 }
 
+namespace {
+
+// x[:, :, rows, cols] of an NCHW tensor, as a new tensor.
+Tensor crop(const Tensor& x, int64_t row0, int64_t row1, int64_t col0, int64_t col1) {
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  Tensor out = Tensor::empty({x.dim(0), x.dim(1), row1 - row0, col1 - col0});
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t r = row0; r < row1; ++r)
+      std::copy(x.data() + (p * h + r) * w + col0, x.data() + (p * h + r) * w + col1,
+                out.data() + (p * (row1 - row0) + r - row0) * (col1 - col0));
+  return out;
+}
+
+// diffusers' blend_v / blend_h: the first `extent` rows (columns) of b fade in from the last
+// `extent` rows (columns) of a, in place. The weights are computed in double and rounded to float,
+// as torch multiplies a float tensor by a Python float.
+void blend(const Tensor& a, Tensor& b, int64_t extent, bool vertical) {
+  const int64_t planes = b.dim(0) * b.dim(1), ah = a.dim(2), aw = a.dim(3), bh = b.dim(2), bw = b.dim(3);
+  extent = std::min({vertical ? ah : aw, vertical ? bh : bw, extent});
+  for (int64_t k = 0; k < extent; ++k) {
+    const auto from_a = static_cast<float>(1.0 - static_cast<double>(k) / static_cast<double>(extent));
+    const auto from_b = static_cast<float>(static_cast<double>(k) / static_cast<double>(extent));
+    for (int64_t p = 0; p < planes; ++p) {
+      const float* pa = a.data() + p * ah * aw;
+      float* pb = b.data() + p * bh * bw;
+      if (vertical) {
+        for (int64_t x = 0; x < bw; ++x)
+          pb[k * bw + x] = pa[(ah - extent + k) * aw + x] * from_a + pb[k * bw + x] * from_b;
+      } else {
+        for (int64_t y = 0; y < bh; ++y)
+          pb[y * bw + k] = pa[y * aw + aw - extent + k] * from_a + pb[y * bw + k] * from_b;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Tensor AutoencoderKL::decode_tiled(const Tensor& z, int tile_size) const {
+  check_input(z, config_.latent_channels, "decode");
+  const int f = config_.downscale();
+  SDRT_CHECK(tile_size >= 4 * f && tile_size % f == 0, "AutoencoderKL tiled decode: tile size ", tile_size,
+             " must be a multiple of ", f, " and at least ", 4 * f, " pixels");
+  const int64_t tile = tile_size / f, h = z.dim(2), w = z.dim(3);
+  if (h <= tile && w <= tile) return decode(z);
+  // The integer truncations are diffusers' int(...).
+  const auto stride = static_cast<int64_t>(static_cast<double>(tile) * (1 - kTileOverlap));
+  const auto blend_extent = static_cast<int64_t>(static_cast<double>(tile_size) * kTileOverlap);
+  const int64_t keep = tile_size - blend_extent;
+  std::vector<std::vector<Tensor>> rows;
+  for (int64_t i = 0; i < h; i += stride) {
+    rows.emplace_back();
+    for (int64_t j = 0; j < w; j += stride)
+      rows.back().push_back(decode(crop(z, i, std::min(i + tile, h), j, std::min(j + tile, w))));
+  }
+  // Blend in diffusers' order, in place: a tile blends with its neighbours as already blended.
+  int64_t out_h = 0, out_w = 0;
+  for (const auto& row : rows) out_h += std::min(keep, row.front().dim(2));
+  for (const Tensor& t : rows.front()) out_w += std::min(keep, t.dim(3));
+  Tensor image = Tensor::empty({z.dim(0), config_.out_channels, out_h, out_w});
+  const int64_t planes = z.dim(0) * config_.out_channels;
+  int64_t y0 = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    int64_t x0 = 0;
+    for (size_t j = 0; j < rows[i].size(); ++j) {
+      Tensor& t = rows[i][j];
+      if (i > 0) blend(rows[i - 1][j], t, blend_extent, /*vertical=*/true);
+      if (j > 0) blend(rows[i][j - 1], t, blend_extent, /*vertical=*/false);
+      const int64_t th = std::min(keep, t.dim(2)), tw = std::min(keep, t.dim(3));
+      for (int64_t p = 0; p < planes; ++p)
+        for (int64_t y = 0; y < th; ++y)
+          std::copy(t.data() + (p * t.dim(2) + y) * t.dim(3), t.data() + (p * t.dim(2) + y) * t.dim(3) + tw,
+                    image.data() + (p * out_h + y0 + y) * out_w + x0);
+      x0 += tw;
+    }
+    y0 += std::min(keep, rows[i].front().dim(2));
+  }
+  return image;
+}
+
 LatentDistribution AutoencoderKL::encode(const Tensor& image, VaeTrace* trace) const {
   check_input(image, config_.in_channels, "encode");
   Tensor moments = encoder_(image, trace);

@@ -85,6 +85,9 @@ class VaeDecoder {
 
 class AutoencoderKL {
  public:
+  // Tiles overlap by this fraction (diffusers' tile_overlap_factor).
+  static constexpr double kTileOverlap = 0.25;
+
   // `dir` is a vae/ folder: config.json + diffusion_pytorch_model.safetensors.
   // `precision`: what its convolutions, linear layers and attention products compute in (kernels::Precision).
   static AutoencoderKL load(const std::string& dir, kernels::Precision precision = kernels::Precision::f32);
@@ -97,6 +100,15 @@ class AutoencoderKL {
   Tensor decode(const Tensor& z) const { return decode(z, nullptr); }
   // image [N, in_channels, H, W] in [-1, 1] -> the latent distribution (not yet scaled by scaling_factor).
   LatentDistribution encode(const Tensor& image) const { return encode(image, nullptr); }
+
+  // Tiled decoding, as diffusers' AutoencoderKL.tiled_decode (enable_tiling): the latents are cut
+  // into tiles of tile_size / f latents, every 3/4 of a tile, each decoded on its own, and each
+  // tile is blended linearly with the one above and the one to its left over tile_size / 4 pixels
+  // before the tiles' top-left (tile_size - tile_size / 4)^2 pixels are put side by side. The
+  // decoder's memory is then one tile's, whatever the image size, for about 1.5x the work; the
+  // result differs from decode() (GroupNorm sees one tile at a time), as it does in diffusers.
+  // Latents no larger than one tile decode whole. diffusers' tile_size is the config's sample_size.
+  Tensor decode_tiled(const Tensor& z, int tile_size) const;
 
   // With `trace`, also records intermediates: post_quant_conv, decoder.conv_in, decoder.mid_block,
   // decoder.up_blocks.{i} (after its upsampler), decoder.conv_norm_out (before SiLU), decoder.conv_out.

@@ -48,6 +48,7 @@ GenerateParams generation_params(const BenchmarkOptions& o, const StableDiffusio
   p.width = o.width ? o.width : pipe.default_width();
   p.height = o.height ? o.height : pipe.default_height();
   p.images = o.batch;
+  p.vae_tile_size = o.vae_tile_size;
   return p;
 }
 
@@ -334,6 +335,7 @@ std::string format_benchmark_table(const BenchmarkResult& r) {
   out += fmt("  %dx%d, %d steps (%s), batch %d, guidance %g -> %d UNet rows per step, %s, %s models\n", o.width,
              o.height, o.steps, o.scheduler.c_str(), o.batch, o.guidance, r.unet_batch, o.precision.c_str(),
              o.residency.c_str());
+  if (o.vae_tile_size) out += fmt("  VAE decoded in tiles of %d pixels\n", o.vae_tile_size);
   out += fmt("  %d measured run%s after %d warm-up run%s; %d UNet call%s per run\n", o.runs, o.runs == 1 ? "" : "s",
              o.warmup, o.warmup == 1 ? "" : "s", r.unet_calls_per_run, r.unet_calls_per_run == 1 ? "" : "s");
   out +=
@@ -397,6 +399,7 @@ std::string format_benchmark_json(const BenchmarkResult& r) {
                  {"unet_calls_per_run", r.unet_calls_per_run},
                  {"precision", o.precision},
                  {"residency", o.residency},
+                 {"vae_tile_size", o.vae_tile_size},
                  {"runs", o.runs},
                  {"warmup", o.warmup},
                  {"prompt", o.prompt},

@@ -30,6 +30,7 @@ struct BenchmarkOptions {
   int warmup = 1;
   int threads = 0;        // 0: physical cores
   float guidance = 7.5f;  // > 1: each step is one UNet call on 2 x batch rows
+  int vae_tile_size = 0;  // GenerateParams::vae_tile_size
   std::string prompt = "a photograph of an astronaut riding a horse on the moon";
   std::string scheduler;  // empty: the model's own
   uint64_t seed = 0;

@@ -111,6 +111,9 @@ void validate_params(const GenerateParams& p, int vae_scale) {
     SDRT_CHECK(v <= 4096, name, " ", v, " exceeds the 4096-pixel limit");
   }
   SDRT_CHECK(p.clip_skip >= 1, "--clip-skip must be at least 1, got ", p.clip_skip);
+  SDRT_CHECK(p.vae_tile_size == 0 || (p.vae_tile_size >= 4 * vae_scale && p.vae_tile_size % vae_scale == 0),
+             "--vae-tile must be 0 (off) or a multiple of ", vae_scale, " of at least ", 4 * vae_scale, ", got ",
+             p.vae_tile_size);
   SDRT_CHECK(std::isfinite(p.guidance), "--guidance must be finite");
 }
 
@@ -409,8 +412,8 @@ GenerateResult StableDiffusionPipeline::generate(const GenerateParams& params, c
     Tensor image;
     {
       std::optional<ActivationArena::Run> run;
-      if (vae_arena) run.emplace(*vae_arena);
-      image = vae->decode(z);
+      if (vae_arena && params.vae_tile_size == 0) run.emplace(*vae_arena);
+      image = params.vae_tile_size ? vae->decode_tiled(z, params.vae_tile_size) : vae->decode(z);
     }
     decoded.push_back(to_nhwc_unit_range(image));
   }

@@ -34,6 +34,9 @@ struct GenerateParams {
   int width = 0, height = 0;  // 0: the model's native size (unet sample_size x VAE scale)
   int images = 1;
   int clip_skip = 1;  // 1 = last layer (A1111 convention)
+  // Decode in tiles of this many pixels (AutoencoderKL::decode_tiled), bounding the decoder's
+  // memory to one tile's; 0 decodes whole. diffusers' enable_vae_tiling() uses the VAE's sample_size.
+  int vae_tile_size = 0;
   // Fill StageTimes' peak RSS per stage. Resets the process's peak-RSS counter at each stage
   // (reset_peak_rss), so it is for benchmarks, not for a process that reports its own peak.
   bool measure_stage_memory = false;

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
@@ -177,6 +178,25 @@ void check_decode_case(int index, bool intermediates) {
 
 TEST(AutoencoderKL, DecodeMatchesGoldenCase0WithIntermediates) { check_decode_case(0, true); }
 TEST(AutoencoderKL, DecodeMatchesGoldenCase1) { check_decode_case(1, false); }
+
+// Against our PyTorch reference of diffusers' tiled_decode (tools/crosscheck/make_vae_tiled_case.py):
+// 48 x 40 latents in 32-latent tiles, so 2 x 2 tiles with a partial last row and column, and
+// every blend (vertical, horizontal, both).
+TEST(AutoencoderKL, TiledDecodeMatchesTheReference) {
+  SafeTensors ref = SafeTensors::open(testing::data_dir() + "/crosscheck/vae_tiled_decode.safetensors");
+  const Tensor z = ref.load_f32("z"), expected = ref.load_f32("image");
+  const int tile = static_cast<int>(ref.load_f32("tile_size")[0]);
+  Tensor image = tiny_vae().decode_tiled(z, tile);
+  ASSERT_EQ(image.shape(), expected.shape());
+  EXPECT_REL_LE(image, expected, 1e-4);
+}
+
+TEST(AutoencoderKL, TiledDecodeOfOneTileIsThePlainDecode) {
+  Tensor z = TorchCpuRng(5).randn({1, 4, 16, 24});
+  EXPECT_REL_LE(tiny_vae().decode_tiled(z, 24 * tiny_vae().config().downscale()), tiny_vae().decode(z), 0.0);
+  EXPECT_THROW(tiny_vae().decode_tiled(z, 20), Error);  // not a multiple of the downscale
+  EXPECT_THROW(tiny_vae().decode_tiled(z, 8), Error);   // too small to overlap
+}
 
 void check_encode_case(int index, bool intermediates) {
   SafeTensors golden = SafeTensors::open(case_path("vae_encode_case" + std::to_string(index) + ".safetensors"));

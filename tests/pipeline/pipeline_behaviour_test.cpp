@@ -1,6 +1,8 @@
 // Pipeline behaviour the golden runs do not cover: batching, guidance <= 1, seeds, bad requests.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <filesystem>
 
 #include "core/error.h"
@@ -189,6 +191,25 @@ TEST(PipelineBehaviour, RejectsBadRequestsBeforeWork) {
   p = small_request();
   p.scheduler = "nope";
   expect_error(p, "nope");
+  p = small_request();
+  p.vae_tile_size = 20;
+  expect_error(p, "--vae-tile");
+}
+
+TEST(PipelineBehaviour, TiledDecodingDecodesTheSameLatentsInTiles) {
+  GenerateParams p = small_request();
+  p.width = 128;
+  p.height = 96;  // 16 x 12 latents in tiles of 8: 3 x 2 tiles
+  GenerateResult whole = tiny().generate(p);
+  p.vae_tile_size = 64;
+  GenerateResult tiled = tiny().generate(p);
+  EXPECT_REL_LE(tiled.latents, whole.latents, 0.0);  // only the decode changes
+  ASSERT_EQ(tiled.images.shape(), whole.images.shape());
+  Tensor z = tiled.latents.clone();
+  kernels::scale_inplace(z, 1.0f / tiny().vae_config().scaling_factor);
+  Tensor expected = kernels::nchw_to_nhwc(tiny().vae().decode_tiled(z, 64));
+  for (int64_t i = 0; i < expected.numel(); ++i) expected[i] = std::clamp(expected[i] / 2 + 0.5f, 0.0f, 1.0f);
+  EXPECT_REL_LE(tiled.images, expected, 1e-6);
 }
 
 TEST(PipelineBehaviour, MissingComponentFolderIsNamed) {
