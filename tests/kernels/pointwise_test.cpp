@@ -222,15 +222,18 @@ struct GroupNormCase {
   float offset;
 };
 
-void expect_group_norm_matches(const GroupNormCase& c, uint64_t seed, double tol) {
+// `channels_last` runs group_norm_channels_last on the same data transposed to [N, H, W, C], and
+// compares its result transposed back.
+void expect_group_norm_matches(const GroupNormCase& c, uint64_t seed, double tol, bool channels_last = false) {
   const int64_t channels = c.shape[1];
   Tensor x = random(c.shape, seed, c.offset);
   Tensor gamma = random({channels}, seed + 1, 1.0f, 0.5f), beta = random({channels}, seed + 2, 0.0f, 0.5f);
   for (bool silu : {false, true}) {
-    std::printf("    %s groups %d offset %g%s\n", shape_str(c.shape).c_str(), c.groups, c.offset,
-                silu ? " +silu" : "");
-    EXPECT_REL_LE(group_norm(x, c.groups, gamma, beta, 1e-5f, silu),
-                  group_norm_ref(x, c.groups, gamma, beta, 1e-5f, silu), tol);
+    std::printf("    %s%s groups %d offset %g%s\n", channels_last ? "channels last " : "", shape_str(c.shape).c_str(),
+                c.groups, c.offset, silu ? " +silu" : "");
+    Tensor y = channels_last ? nhwc_to_nchw(group_norm_channels_last(nchw_to_nhwc(x), c.groups, gamma, beta, 1e-5f, silu))
+                             : group_norm(x, c.groups, gamma, beta, 1e-5f, silu);
+    EXPECT_REL_LE(y, group_norm_ref(x, c.groups, gamma, beta, 1e-5f, silu), tol);
   }
 }
 
@@ -278,19 +281,8 @@ TEST(PointwiseGroupNorm, ChannelsLastMatchesDoubleReference) {
       {{1, 64, 33, 33}, 32, 1e4f},
   };
   uint64_t seed = 250;
-  for (const GroupNormCase& c : cases) {
-    seed += 3;
-    const int64_t channels = c.shape[1];
-    Tensor x = random(c.shape, seed, c.offset);
-    Tensor gamma = random({channels}, seed + 1, 1.0f, 0.5f), beta = random({channels}, seed + 2, 0.0f, 0.5f);
-    for (bool silu : {false, true}) {
-      std::printf("    channels last %s groups %d offset %g%s\n", shape_str(c.shape).c_str(), c.groups, c.offset,
-                  silu ? " +silu" : "");
-      Tensor y = group_norm_channels_last(nchw_to_nhwc(x), c.groups, gamma, beta, 1e-5f, silu);
-      EXPECT_REL_LE(nhwc_to_nchw(y), group_norm_ref(x, c.groups, gamma, beta, 1e-5f, silu),
-                    c.offset == 0.0f ? kKernelTol : kNormOffsetTol);
-    }
-  }
+  for (const GroupNormCase& c : cases)
+    expect_group_norm_matches(c, seed += 3, c.offset == 0.0f ? kKernelTol : kNormOffsetTol, /*channels_last=*/true);
   EXPECT_THROW(group_norm_channels_last(random({1, 4, 4, 6}, 1), 4, Tensor::full({6}, 1.0f), Tensor({6}), 1e-5f),
                Error);
 }
