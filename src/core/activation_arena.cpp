@@ -9,25 +9,19 @@
 #include <new>
 #include <vector>
 
+#include "core/buffer_cache.h"
 #include "core/error.h"
 
 namespace sdrt {
 
 namespace {
 
-constexpr size_t kAlignment = 64;
 constexpr size_t kNever = std::numeric_limits<size_t>::max();
 // The recording run reuses freed buffers of up to 4x the size asked for, as the buffer cache does,
 // but holds at most 32 MB of them: on SD 1.5's UNet at 512x512 (bf16) this made the recording step
 // 2.2 s faster than fresh pages for every buffer, for 20 MB more peak (64 MB: 0.4 s and 50 MB more).
 constexpr size_t kRecyclingBytes = size_t{32} << 20;
 constexpr size_t kRecyclingSlack = 4;
-
-void* aligned_or_throw(size_t bytes) {
-  void* p = std::aligned_alloc(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
 
 // One recorded buffer: its size and its lifetime [allocated, freed) in allocation/free events.
 // A buffer still alive when the recording ends is taken to live to the end.
@@ -96,8 +90,7 @@ struct ActivationArena::State {
   // capped: what it holds adds to the recording run's peak).
   std::multimap<size_t, void*> recycled;
   size_t recycled_bytes = 0;
-  // The plan.
-  bool planned = false;
+  // The plan; a block exists once it is made.
   std::vector<size_t> offsets;
   size_t block_bytes = 0, recorded_peak = 0;
   std::unique_ptr<char, decltype(&std::free)> block{nullptr, &std::free};
@@ -120,7 +113,7 @@ struct ActivationArena::State {
       gen = generation;
       record.push_back({bytes, next_event++, kNever});
     }
-    if (!p) p = aligned_or_throw(bytes);
+    if (!p) p = BufferCache::allocate_aligned(bytes);
     return std::shared_ptr<float>(static_cast<float*>(p), [self, id, gen, held](float* q) {
       {
         std::lock_guard lock(self->mutex);
@@ -172,8 +165,8 @@ struct ActivationArena::State {
     counts.recorded = record.size();
     recorded_peak = most_bytes_alive(record);
     offsets = plan_offsets(record, block_bytes);
-    block.reset(static_cast<char*>(aligned_or_throw(std::max<size_t>(block_bytes, kAlignment))));
-    planned = true;
+    // Sizes are BufferCache's multiples of 64, and so is their sum.
+    block.reset(static_cast<char*>(BufferCache::allocate_aligned(std::max<size_t>(block_bytes, 64))));
   }
 };
 
@@ -186,8 +179,8 @@ struct OpenRun {
   Mode mode = Mode::pass_through;
   size_t next_index = 0;
 };
-thread_local OpenRun* open_run = nullptr;
-thread_local OpenRun open_run_storage;
+// state is null when none is open.
+thread_local OpenRun open_run;
 
 }  // namespace
 
@@ -195,14 +188,14 @@ ActivationArena::ActivationArena() : state_(std::make_shared<State>()) {}
 ActivationArena::~ActivationArena() = default;
 
 ActivationArena::Run::Run(ActivationArena& arena) : arena_(arena), uncaught_at_start_(std::uncaught_exceptions()) {
-  SDRT_CHECK(open_run == nullptr, "ActivationArena: a Run is already open on this thread");
+  SDRT_CHECK(!open_run.state, "ActivationArena: a Run is already open on this thread");
   State& state = *arena_.state_;
   OpenRun::Mode mode = OpenRun::Mode::replay;
   {
     std::lock_guard lock(state.mutex);
     if (state.recording) {
       mode = OpenRun::Mode::pass_through;  // another thread's Run is recording
-    } else if (!state.planned) {
+    } else if (!state.block) {
       mode = OpenRun::Mode::record;
       state.recording = true;
       ++state.generation;
@@ -210,14 +203,12 @@ ActivationArena::Run::Run(ActivationArena& arena) : arena_(arena), uncaught_at_s
       state.next_event = 0;
     }
   }
-  open_run_storage = OpenRun{arena_.state_, mode, 0};
-  open_run = &open_run_storage;
+  open_run = OpenRun{arena_.state_, mode, 0};
 }
 
 ActivationArena::Run::~Run() {
-  const bool recorded = open_run_storage.mode == OpenRun::Mode::record;
-  open_run = nullptr;
-  open_run_storage = OpenRun{};
+  const bool recorded = open_run.mode == OpenRun::Mode::record;
+  open_run = OpenRun{};
   if (!recorded) return;
   try {
     arena_.state_->finish_recording(std::uncaught_exceptions() == uncaught_at_start_);
@@ -227,10 +218,10 @@ ActivationArena::Run::~Run() {
 }
 
 std::shared_ptr<float> ActivationArena::allocate_if_active(size_t bytes) {
-  if (!open_run) return nullptr;
-  const std::shared_ptr<State>& state = open_run->state;
-  const size_t index = open_run->next_index++;
-  switch (open_run->mode) {
+  if (!open_run.state) return nullptr;
+  const std::shared_ptr<State>& state = open_run.state;
+  const size_t index = open_run.next_index++;
+  switch (open_run.mode) {
     case OpenRun::Mode::record:
       return state->record_allocation(state, bytes);
     case OpenRun::Mode::replay:
@@ -243,7 +234,7 @@ std::shared_ptr<float> ActivationArena::allocate_if_active(size_t bytes) {
 
 bool ActivationArena::planned() const {
   std::lock_guard lock(state_->mutex);
-  return state_->planned;
+  return state_->block != nullptr;
 }
 
 size_t ActivationArena::block_bytes() const {

@@ -13,13 +13,13 @@ constexpr size_t kAlignment = 64;
 
 size_t rounded(size_t bytes) { return std::max(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment); }
 
-void* aligned_or_throw(size_t bytes) {
+}  // namespace
+
+void* BufferCache::allocate_aligned(size_t bytes) {
   void* p = std::aligned_alloc(kAlignment, bytes);
   if (!p) throw std::bad_alloc();
   return p;
 }
-
-}  // namespace
 
 BufferCache& BufferCache::instance() {
   // Never destroyed: tensors with static storage may release buffers during exit.
@@ -30,7 +30,7 @@ BufferCache& BufferCache::instance() {
 std::shared_ptr<float> BufferCache::allocate(size_t bytes) {
   size_t size = rounded(bytes);
   if (size < kMinCachedBytes) {
-    return std::shared_ptr<float>(static_cast<float*>(aligned_or_throw(size)), [](float* p) { std::free(p); });
+    return std::shared_ptr<float>(static_cast<float*>(allocate_aligned(size)), [](float* p) { std::free(p); });
   }
   if (auto planned = ActivationArena::allocate_if_active(size)) return planned;
   void* p = nullptr;
@@ -47,7 +47,7 @@ std::shared_ptr<float> BufferCache::allocate(size_t bytes) {
       ++counts_.misses;
     }
   }
-  if (!p) p = aligned_or_throw(size);
+  if (!p) p = allocate_aligned(size);
   return std::shared_ptr<float>(static_cast<float*>(p), [this, size](float* q) { give_back(q, size); });
 }
 

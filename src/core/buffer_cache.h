@@ -29,6 +29,8 @@ class BufferCache {
     size_t hits = 0, misses = 0;
   };
   Counts counts() const;
+  // A 64-byte aligned heap buffer of `bytes` (a multiple of 64), for std::free; throws std::bad_alloc.
+  static void* allocate_aligned(size_t bytes);
   // Buffers smaller than this bypass the cache (malloc serves them well).
   static constexpr size_t kMinCachedBytes = 64 * 1024;
 

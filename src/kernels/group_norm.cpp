@@ -92,6 +92,13 @@ struct GroupStats {
   double inv_std = 0;  // 1 / sqrt(var + eps)
 };
 
+// A group's statistics from the shifted moments of its `count` values.
+GroupStats group_stats(ShiftedMoments m, double count, float pivot, float eps) {
+  const double mean_d = m.sum / count;
+  const double var = std::max(0.0, m.sum_sq / count - mean_d * mean_d);
+  return {pivot, mean_d, 1.0 / std::sqrt(var + static_cast<double>(eps))};
+}
+
 class GroupNormRun {
  public:
   GroupNormRun(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool fuse_silu,
@@ -185,10 +192,7 @@ class GroupNormRun {
   }
 
   GroupStats finish(ShiftedMoments m, float pivot) const {
-    const auto count = static_cast<double>(group_len_);
-    const double mean_d = m.sum / count;
-    const double var = std::max(0.0, m.sum_sq / count - mean_d * mean_d);
-    return {pivot, mean_d, 1.0 / std::sqrt(var + static_cast<double>(eps_))};
+    return group_stats(m, static_cast<double>(group_len_), pivot, eps_);
   }
 
   // f(group, begin, end) for the pieces of [r.begin, r.end) that lie in one group each.
@@ -317,21 +321,20 @@ class ChannelsLastGroupNormRun {
                                  std::vector<float>& shift) const {
     const auto count = static_cast<double>(pixels_ * per_group_);
     for (int g = 0; g < groups_; ++g) {
-      double sum = 0, sum_sq = 0;
+      ShiftedMoments m;
       for (int t = 0; t < threads; ++t) {
         const double* p = &partials[static_cast<size_t>(t) * 2 * channels_];
         for (int64_t c = g * per_group_; c < (g + 1) * per_group_; ++c) {
-          sum += p[c];
-          sum_sq += p[channels_ + c];
+          m.sum += p[c];
+          m.sum_sq += p[channels_ + c];
         }
       }
-      const double mean_d = sum / count;
-      const double var = std::max(0.0, sum_sq / count - mean_d * mean_d);
-      const double inv_std = 1.0 / std::sqrt(var + static_cast<double>(eps_));
+      // The pivot is folded into the per-channel pivots the normalise pass subtracts.
+      const GroupStats s = group_stats(m, count, 0.0f, eps_);
       for (int64_t c = g * per_group_; c < (g + 1) * per_group_; ++c) {
-        const double a = inv_std * gamma_[c];
+        const double a = s.inv_std * gamma_[c];
         scale[c] = static_cast<float>(a);
-        shift[c] = static_cast<float>(beta_[c] - mean_d * a);
+        shift[c] = static_cast<float>(beta_[c] - s.mean_d * a);
       }
     }
   }

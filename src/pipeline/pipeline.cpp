@@ -245,8 +245,7 @@ std::shared_ptr<ActivationArena> StableDiffusionPipeline::compiled_arena(Stage s
   return it == arenas.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<ActivationArena> StableDiffusionPipeline::compile_arena(Stage stage, const Shape& input,
-                                                                        const std::function<void()>& run) const {
+void StableDiffusionPipeline::compile_arena(Stage stage, const Shape& input, const std::function<void()>& run) const {
   auto arena = std::make_shared<ActivationArena>();
   {
     ActivationArena::Run record(*arena);
@@ -254,7 +253,6 @@ std::shared_ptr<ActivationArena> StableDiffusionPipeline::compile_arena(Stage st
   }
   std::lock_guard lock(compiled_arenas_->mutex);
   (stage == Stage::unet ? compiled_arenas_->unet : compiled_arenas_->vae_decoder)[input] = arena;
-  return arena;
 }
 
 namespace {

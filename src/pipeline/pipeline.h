@@ -163,8 +163,7 @@ class StableDiffusionPipeline {
   enum class Stage { unet, vae_decoder };
   std::shared_ptr<ActivationArena> compiled_arena(Stage stage, const Shape& input) const;  // or null
   // Records `run` into a new arena and keeps it for (stage, input).
-  std::shared_ptr<ActivationArena> compile_arena(Stage stage, const Shape& input,
-                                                 const std::function<void()>& run) const;
+  void compile_arena(Stage stage, const Shape& input, const std::function<void()>& run) const;
 
   std::string dir_;
   ClipTextConfig text_encoder_config_;
