@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
-scripts/install_deps.sh
+scripts/install_deps.sh --all   # clang + libclang-rt-14-dev (libFuzzer) besides the runtime set
 CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDRT_BUILD_FUZZERS=ON \
   -DSDRT_BUILD_TESTS=OFF > build-fuzz.log 2>&1 || { cat build-fuzz.log; exit 1; }
 targets=(fuzz_safetensors fuzz_tokenizer)
