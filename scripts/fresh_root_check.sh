@@ -60,6 +60,7 @@ if [[ ! -x "$cache/bin/bash" ]]; then
   log "base root ready after $((SECONDS - t0)) s"
 fi
 flock -u 9
+exec 9>&-
 
 # 2. A private copy of it, with the committed tree in /src.
 mkdir -p "$work_parent"
