@@ -1,19 +1,10 @@
-#include <string>
-
-#include "core/error.h"
 #include "kernels/kernels.h"
 #include "kernels/simd_math.h"
 
-namespace sdrt::kernels {
+namespace sdrt::kernels::SDRT_ISA_NS {
 
-Activation activation_from_name(const std::string& name) {
-  if (name == "silu" || name == "swish") return Activation::SiLU;
-  if (name == "gelu") return Activation::GELU;
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return Activation::GELUTanh;
-  if (name == "quick_gelu") return Activation::QuickGELU;
-  if (name == "relu") return Activation::ReLU;
-  fail("unknown activation '", name, "' (expected silu, swish, gelu, gelu_new, gelu_pytorch_tanh, quick_gelu or relu)");
-}
+#include "kernels/isa_ops.inc"
+
 
 namespace {
 
@@ -46,4 +37,4 @@ void apply_activation(Tensor& x, Activation act) {
   }
 }
 
-}  // namespace sdrt::kernels
+}  // namespace sdrt::kernels::SDRT_ISA_NS

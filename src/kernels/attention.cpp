@@ -13,8 +13,9 @@
 // Each thread repacks the K of the head it is working on (pack_keys), each task its queries; V is
 // read in place. A task is a few query blocks of one head, which take turns on every key block.
 //
-// Written against simd::Vec (vector_math.h): AVX-512 registers where the compiler targets
-// AVX-512, plain per-lane loops otherwise, with the same blocking and arithmetic.
+// Written against simd::Vec (vector_math.h) and compiled once per ISA tier: AVX-512 or AVX2
+// registers, or plain per-lane loops, with the same arithmetic; the blocking follows the tier's
+// register file.
 //
 // In bf16 both products run on bf16 pairs (simd::PairVec, one vdpbf16ps per two multiply-adds):
 // queries and keys are packed with channels in pairs, values and the probability tile with keys
@@ -34,7 +35,10 @@
 #include "kernels/op_counter.h"
 #include "kernels/vector_math.h"
 
-namespace sdrt::kernels {
+namespace sdrt::kernels::SDRT_ISA_NS {
+
+#include "kernels/isa_ops.inc"
+
 
 namespace {
 
@@ -54,16 +58,21 @@ AttnShape check_attention(const Tensor& q, const Tensor& k, const Tensor& v, int
   return {q.dim(0), q.dim(1), k.dim(1), q.dim(2), q.dim(2) / heads};
 }
 
+// The register blocking follows the register file: with 32 vector registers (AVX-512), 2 vectors
+// of queries and 12 keys per QK micro-kernel call, 24 accumulators; with 8 Vecs' worth (AVX2's 16
+// ymm, two per Vec) 1 vector of queries and 6 keys, 12 of the 16 ymm registers, leaving room for
+// the row of queries and the broadcast key.
+constexpr bool kWideRegisterFile = simd::kRegisterVecs >= 32;
 // Queries per block: every K and V value loaded into a register is reused for this many queries.
-constexpr int kQueryVecs = 2;
+constexpr int kQueryVecs = kWideRegisterFile ? 2 : 1;
 constexpr int kQueryBlock = kQueryVecs * kLanes;
-// Keys per QK micro-kernel call: kKeyRows x kQueryVecs accumulators, 24 of the 32 vector registers.
-constexpr int kKeyRows = 12;
+// Keys per QK micro-kernel call: kKeyRows x kQueryVecs accumulators.
+constexpr int kKeyRows = kWideRegisterFile ? 12 : 6;
 // Keys per online-softmax step: big enough that the per-step rescale is noise, small enough that
 // the score tile (kKeyBlock x kQueryBlock floats, 15 KB) stays in L1 from QK through P V.
 constexpr int kKeyBlock = 10 * kKeyRows;
 // Head channels per PV micro-kernel call, for the same register budget as kKeyRows.
-constexpr int kMaxChannelRows = 12;
+constexpr int kMaxChannelRows = kKeyRows;
 
 using QueryVecs = Vec[kQueryVecs];
 
@@ -506,4 +515,4 @@ Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, in
   return out;
 }
 
-}  // namespace sdrt::kernels
+}  // namespace sdrt::kernels::SDRT_ISA_NS

@@ -5,7 +5,10 @@
 namespace sdrt::kernels {
 
 const dnnl::engine& cpu_engine() {
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  static const dnnl::engine engine = [] {
+    apply_isa_cap_to_onednn();  // must precede oneDNN's first kernel
+    return dnnl::engine(dnnl::engine::kind::cpu, 0);
+  }();
   return engine;
 }
 

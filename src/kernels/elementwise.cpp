@@ -4,7 +4,10 @@
 #include "kernels/kernels.h"
 #include "kernels/simd_math.h"
 
-namespace sdrt::kernels {
+namespace sdrt::kernels::SDRT_ISA_NS {
+
+#include "kernels/isa_ops.inc"
+
 namespace {
 
 using simd::Vec;
@@ -54,4 +57,4 @@ void add_channel_broadcast(Tensor& x, const Tensor& v) {
   });
 }
 
-}  // namespace sdrt::kernels
+}  // namespace sdrt::kernels::SDRT_ISA_NS

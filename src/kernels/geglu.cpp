@@ -4,7 +4,10 @@
 #include "kernels/kernels.h"
 #include "kernels/simd_math.h"
 
-namespace sdrt::kernels {
+namespace sdrt::kernels::SDRT_ISA_NS {
+
+#include "kernels/isa_ops.inc"
+
 namespace {
 
 using simd::Vec;
@@ -40,4 +43,4 @@ Tensor geglu(const Tensor& x) {
   return y;
 }
 
-}  // namespace sdrt::kernels
+}  // namespace sdrt::kernels::SDRT_ISA_NS

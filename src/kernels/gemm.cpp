@@ -8,6 +8,7 @@ namespace sdrt::kernels {
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
+  apply_isa_cap_to_onednn();
   dnnl_status_t s = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   SDRT_CHECK(s == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(s), " (m=", m, " n=", n, " k=", k,
              ")");

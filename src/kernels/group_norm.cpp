@@ -22,7 +22,10 @@
 #include "kernels/kernels.h"
 #include "kernels/simd_math.h"
 
-namespace sdrt::kernels {
+namespace sdrt::kernels::SDRT_ISA_NS {
+
+#include "kernels/isa_ops.inc"
+
 namespace {
 
 using simd::Vec;
@@ -393,4 +396,4 @@ Tensor group_norm_channels_last(const Tensor& x, int groups, const Tensor& gamma
   return y;
 }
 
-}  // namespace sdrt::kernels
+}  // namespace sdrt::kernels::SDRT_ISA_NS

@@ -23,6 +23,14 @@ namespace sdrt::kernels {
 const dnnl::engine& cpu_engine();
 dnnl::stream& cpu_stream();
 
+// ---- Instruction sets (isa_dispatch.cpp). sdrt's own vectorised ops run the tier of
+// core/cpu_isa.h's active_isa(); oneDNN picks its own kernels, under the same cap when
+// SDRT_MAX_ISA is set. cpu_engine() and gemm() apply the cap before oneDNN's first use.
+void apply_isa_cap_to_onednn();
+// The ISA oneDNN's kernels use, in oneDNN's words (e.g. "avx2", "avx512_core_amx").
+std::string onednn_isa_name();
+std::string onednn_version();  // e.g. "2.6.3"
+
 // ---- GEMM (gemm.cpp): row-major C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
@@ -37,6 +45,12 @@ enum class Precision { f32, bf16 };
 // "fp32"/"f32" or "bf16"; throws on anything else.
 Precision precision_from_name(const std::string& name);
 const char* precision_name(Precision p);  // "fp32" or "bf16"
+// Empty where oneDNN has convolution and matmul kernels for `p` on this CPU (under the ISA cap);
+// otherwise why not, in words a user can act on. oneDNN 2.6 has bf16 kernels from AVX-512
+// (avx512_core) up only, so an AVX2 CPU gets fp32; sdrt does not pretend otherwise.
+std::string precision_unsupported_reason(Precision p);
+// Throws precision_unsupported_reason(p) if there is one.
+void require_precision_supported(Precision p);
 
 // ---- Linear (linear.cpp): y[..., out] = x[..., in] * W[out, in]^T + b[out]. `bias` may be undefined.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);

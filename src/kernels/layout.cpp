@@ -5,7 +5,10 @@
 #include "kernels/kernels.h"
 #include "kernels/simd_math.h"
 
-namespace sdrt::kernels {
+namespace sdrt::kernels::SDRT_ISA_NS {
+
+#include "kernels/isa_ops.inc"
+
 namespace {
 
 using simd::Vec;
@@ -147,4 +150,4 @@ Tensor nhwc_to_nchw(const Tensor& x) {
   return nlc_to_nchw(x.reshape({x.dim(0), x.dim(1) * x.dim(2), x.dim(3)}), x.dim(1), x.dim(2));
 }
 
-}  // namespace sdrt::kernels
+}  // namespace sdrt::kernels::SDRT_ISA_NS

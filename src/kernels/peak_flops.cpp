@@ -38,6 +38,7 @@ std::vector<float> operand_values(int64_t count) {
 }
 
 double sgemm_seconds(MatmulShape s, int repeats) {
+  apply_isa_cap_to_onednn();
   std::vector<float> a = operand_values(s.m * s.k), b = operand_values(s.k * s.n);
   std::vector<float> c(static_cast<size_t>(s.m * s.n));
   return best_time(

@@ -1,8 +1,7 @@
 // Vector helpers for the memory-bound kernels (normalisation, activations, element-wise, layout):
 // lane selects, double-precision accumulation of float vectors, and the activation functions
 // (SiLU, GELU with a vectorised erf, QuickGELU, tanh-GELU). Written on top of simd::Vec and
-// simd::exp from vector_math.h, so that like there the portable build (no AVX-512) runs the same
-// algorithm lane by lane and the tests cover it too.
+// simd::exp from vector_math.h, so that like there every ISA tier runs the same algorithm.
 #pragma once
 
 #include <algorithm>
@@ -12,11 +11,8 @@
 
 #include "kernels/vector_math.h"
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 
-namespace sdrt::kernels::simd_math {
+namespace sdrt::kernels::SDRT_ISA_NS::simd_math {
 
 using simd::kLanes;
 using simd::Vec;
@@ -63,146 +59,8 @@ inline constexpr float kSqrt2OverPi = 0.7978845608028654f;
 inline constexpr float kGeluTanhCubic = 0.044715f;
 inline constexpr float kQuickGeluSlope = 1.702f;
 
-#ifdef __AVX512F__
-// As in vector_math.h, the zero-masking intrinsics with every lane selected stand for the plain
-// instructions, whose GCC 12 wrappers trip -Wmaybe-uninitialized.
-
-inline Vec abs(Vec a) {
-  const __m512i magnitude_bits = _mm512_set1_epi32(0x7FFFFFFF);
-  return {_mm512_castsi512_ps(_mm512_maskz_and_epi32(simd::kAllLanes, _mm512_castps_si512(a.v), magnitude_bits))};
-}
-// |magnitude| with the sign bit of `sign_source` (copysign).
-inline Vec copy_sign(Vec magnitude, Vec sign_source) {
-  const __m512i sign_bit = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  // Bitwise sign_bit ? sign_source : magnitude; 0xD8 is the truth table of C ? B : A.
-  return {_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(magnitude.v),
-                                                        _mm512_castps_si512(sign_source.v), sign_bit, 0xD8))};
-}
-// Per lane: a < b ? if_less : otherwise (false for NaN).
-inline Vec select_less(Vec a, Vec b, Vec if_less, Vec otherwise) {
-  return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ), otherwise.v, if_less.v)};
-}
-// v limited to [lo, hi]; NaN stays NaN (the instructions return their second operand when either
-// is NaN, and v is passed second).
-inline Vec clamp(Vec v, Vec lo, Vec hi) {
-  return {_mm512_maskz_max_ps(simd::kAllLanes, lo.v, _mm512_maskz_min_ps(simd::kAllLanes, hi.v, v.v))};
-}
-// a * b - c with one rounding.
-inline Vec fms(Vec a, Vec b, Vec c) { return {_mm512_fmsub_ps(a.v, b.v, c.v)}; }
-// c - a * b with one rounding.
-inline Vec fnma(Vec a, Vec b, Vec c) { return {_mm512_fnmadd_ps(a.v, b.v, c.v)}; }
-// Horizontal sums go through memory: they run once per row or piece, and GCC 12's
-// _mm512_reduce_add_* trip the same warnings.
-inline float reduce_add(Vec a) {
-  alignas(64) float lanes[kLanes];
-  _mm512_store_ps(lanes, a.v);
-  float s = 0.0f;
-  for (float v : lanes) s += v;
-  return s;
-}
-
-// Sixteen running double sums of float vectors: a float vector is widened to two halves of eight
-// doubles, so the sums themselves do not lose float precision however many vectors are added.
-class DoubleSums {
- public:
-  void add(Vec a) {
-    hi_ = _mm512_add_pd(hi_, _mm512_maskz_cvtps_pd(simd::kAllPairs, half<1>(a)));
-    lo_ = _mm512_add_pd(lo_, _mm512_maskz_cvtps_pd(simd::kAllPairs, half<0>(a)));
-  }
-  double total() const {
-    alignas(64) double lanes[kLanes / 2];
-    _mm512_store_pd(lanes, _mm512_add_pd(lo_, hi_));
-    double s = 0;
-    for (double v : lanes) s += v;
-    return s;
-  }
-
- private:
-  // Lanes [8k, 8k + 8) of a.
-  template <int k>
-  static __m256 half(Vec a) {
-    return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xF, _mm512_castps_pd(a.v), k));
-  }
-  __m512d lo_ = _mm512_setzero_pd(), hi_ = _mm512_setzero_pd();
-};
-
-// sums[i] += a[i] for the 16 lanes, in double: per-lane running sums kept in memory (one per
-// channel in channels-last GroupNorm).
-inline void add_lanes_to(double* sums, Vec a) {
-  const __m512d bits = _mm512_castps_pd(a.v);
-  const __m512d low = _mm512_maskz_cvtps_pd(simd::kAllPairs, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xF, bits, 0)));
-  const __m512d high = _mm512_maskz_cvtps_pd(simd::kAllPairs, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xF, bits, 1)));
-  _mm512_storeu_pd(sums, _mm512_add_pd(_mm512_maskz_loadu_pd(simd::kAllPairs, sums), low));
-  _mm512_storeu_pd(sums + 8, _mm512_add_pd(_mm512_maskz_loadu_pd(simd::kAllPairs, sums + 8), high));
-}
-
-// Each lane twice: duplicate_lanes_low(a) = a0 a0 a1 a1 .. a7 a7, duplicate_lanes_high(a) =
-// a8 a8 .. a15 a15 (nearest-neighbour upsampling of a row).
-inline Vec duplicate_lanes_low(Vec a) {
-  const __m512i index = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-  return {_mm512_maskz_permutexvar_ps(simd::kAllLanes, index, a.v)};
-}
-inline Vec duplicate_lanes_high(Vec a) {
-  const __m512i index = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
-  return {_mm512_maskz_permutexvar_ps(simd::kAllLanes, index, a.v)};
-}
-
-#else  // portable lane loops
-
-inline Vec abs(Vec a) {
-  return simd::per_lane([&](int i) { return std::fabs(a.v[i]); });
-}
-inline Vec copy_sign(Vec magnitude, Vec sign_source) {
-  return simd::per_lane([&](int i) { return std::copysign(magnitude.v[i], sign_source.v[i]); });
-}
-inline Vec select_less(Vec a, Vec b, Vec if_less, Vec otherwise) {
-  return simd::per_lane([&](int i) { return a.v[i] < b.v[i] ? if_less.v[i] : otherwise.v[i]; });
-}
-inline Vec clamp(Vec v, Vec lo, Vec hi) {
-  return simd::per_lane([&](int i) {
-    float x = v.v[i];
-    return x < lo.v[i] ? lo.v[i] : (x > hi.v[i] ? hi.v[i] : x);
-  });
-}
-inline Vec fms(Vec a, Vec b, Vec c) {
-  return simd::per_lane([&](int i) { return std::fma(a.v[i], b.v[i], -c.v[i]); });
-}
-inline Vec fnma(Vec a, Vec b, Vec c) {
-  return simd::per_lane([&](int i) { return std::fma(-a.v[i], b.v[i], c.v[i]); });
-}
-inline float reduce_add(Vec a) {
-  float s = 0.0f;
-  for (float v : a.v) s += v;
-  return s;
-}
-
-class DoubleSums {
- public:
-  void add(Vec a) {
-    for (int i = 0; i < kLanes; ++i) lanes_[i] += a.v[i];
-  }
-  double total() const {
-    double s = 0;
-    for (double v : lanes_) s += v;
-    return s;
-  }
-
- private:
-  double lanes_[kLanes] = {};
-};
-
-inline void add_lanes_to(double* sums, Vec a) {
-  for (int i = 0; i < kLanes; ++i) sums[i] += a.v[i];
-}
-
-inline Vec duplicate_lanes_low(Vec a) {
-  return simd::per_lane([&](int i) { return a.v[i / 2]; });
-}
-inline Vec duplicate_lanes_high(Vec a) {
-  return simd::per_lane([&](int i) { return a.v[kLanes / 2 + i / 2]; });
-}
-
-#endif
+// abs, copy_sign, select_less, clamp, fms, fnma, reduce_add, DoubleSums, add_lanes_to and
+// duplicate_lanes_low/high come from the backend (simd/vec_*.h).
 
 // ---- Activation functions, written once on the operations above.
 
@@ -345,4 +203,4 @@ void map_vectors(const float* src, float* dst, int64_t n, F f) {
   write_vectors(dst, n, [&](int64_t i, int lanes) { return f(load_lanes(src + i, lanes)); });
 }
 
-}  // namespace sdrt::kernels::simd_math
+}  // namespace sdrt::kernels::SDRT_ISA_NS::simd_math

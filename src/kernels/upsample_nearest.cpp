@@ -6,7 +6,10 @@
 #include "kernels/kernels.h"
 #include "kernels/simd_math.h"
 
-namespace sdrt::kernels {
+namespace sdrt::kernels::SDRT_ISA_NS {
+
+#include "kernels/isa_ops.inc"
+
 
 namespace {
 
@@ -59,4 +62,4 @@ Tensor upsample_nearest2x_channels_last(const Tensor& x) {
   return y;
 }
 
-}  // namespace sdrt::kernels
+}  // namespace sdrt::kernels::SDRT_ISA_NS

@@ -1,20 +1,17 @@
 // The fused attention kernel against attention_reference (double precision, whole score matrix)
-// over the shape classes the models use and the awkward ones they might, and the vectorised exp
-// it relies on against std::exp.
+// over the shape classes the models use and the awkward ones they might. The vector primitives
+// it relies on are tested per ISA tier in simd_primitives_test.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <string>
 
 #include "core/error.h"
-#include "core/half.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
-#include "kernels/vector_math.h"
 #include "test_util.h"
 
 namespace sdrt::kernels {
@@ -23,123 +20,6 @@ namespace {
 // Both sides see the same float inputs; the difference is float vs double accumulation, the
 // polynomial exp and the order of the softmax sums.
 constexpr double kAttentionTol = 2e-6;
-constexpr double kExpMaxUlp = 2.0;
-
-// Distance from `approx` to the exact value in units of the float spacing at the exact value.
-double ulp_error(float approx, double exact) {
-  int exponent = std::max(std::ilogb(exact), std::numeric_limits<float>::min_exponent - 1);
-  double ulp = std::ldexp(1.0, exponent - (std::numeric_limits<float>::digits - 1));
-  return std::fabs(approx - exact) / ulp;
-}
-
-// Each lane of one vector call gets its own input, so a lane mix-up would show.
-void exp_of_16(const float* x, float* y) { simd::store(y, simd::exp(simd::load(x))); }
-
-TEST(VectorExp, WithinTwoUlpOfStdExpOnSoftmaxRange) {
-  // Every 32nd float of [-100, 0] (over 30 million inputs, denser where the floats are), which
-  // covers each binade and, near -87.3, the flush boundary.
-  const uint32_t last = std::bit_cast<uint32_t>(100.0f);
-  constexpr uint32_t kStride = 32;
-  double worst_ulp = 0;
-  float worst_x = 0;
-  int64_t flushed = 0, checked = 0;
-  alignas(64) float x[simd::kLanes], y[simd::kLanes];
-  int fill = 0;
-  auto check_batch = [&](int count) {
-    exp_of_16(x, y);
-    for (int i = 0; i < count; ++i) {
-      if (x[i] < simd::kExpFlushBelow) {
-        ASSERT_EQ(y[i], 0.0f) << "exp(" << x[i] << ") should flush to 0";
-        ++flushed;
-        continue;
-      }
-      double e = ulp_error(y[i], std::exp(static_cast<double>(x[i])));
-      ++checked;
-      if (e > worst_ulp) worst_ulp = e, worst_x = x[i];
-    }
-  };
-  for (uint32_t bits = 0; bits <= last; bits += kStride) {
-    x[fill++] = -std::bit_cast<float>(bits);
-    if (fill == simd::kLanes) check_batch(fill), fill = 0;
-  }
-  for (int i = fill; i < simd::kLanes; ++i) x[i] = -1.0f;
-  check_batch(fill);
-  std::printf("    exp: %lld inputs, max error %.3f ulp at x = %.9g; %lld below %.5f flushed to 0\n",
-              static_cast<long long>(checked), worst_ulp, worst_x, static_cast<long long>(flushed),
-              simd::kExpFlushBelow);
-  EXPECT_LE(worst_ulp, kExpMaxUlp) << "at x = " << worst_x;
-  // Every result above the flush point is a normal float: kExpFlushBelow is not below ln(FLT_MIN).
-  EXPECT_GE(std::exp(static_cast<double>(simd::kExpFlushBelow)), std::numeric_limits<float>::min());
-}
-
-TEST(VectorExp, SpecialValues) {
-  constexpr float kInf = std::numeric_limits<float>::infinity();
-  alignas(64) float x[simd::kLanes] = {0.0f,  -0.0f, -kInf, -1e-30f, -1e30f, -88.0f, -87.0f, 1.0f,
-                                       10.0f, 88.0f, -0.5f, -1.0f,   -2.0f,  -20.0f, -50.0f, -100.0f};
-  alignas(64) float y[simd::kLanes];
-  exp_of_16(x, y);
-  EXPECT_EQ(y[0], 1.0f);  // the softmax maximum's weight is exactly 1
-  EXPECT_EQ(y[1], 1.0f);
-  EXPECT_EQ(y[2], 0.0f);  // masked scores
-  EXPECT_EQ(y[3], 1.0f);
-  EXPECT_EQ(y[4], 0.0f);
-  EXPECT_EQ(y[5], 0.0f);
-  for (int i : {6, 7, 8, 9, 10, 11, 12, 13, 14})
-    EXPECT_LE(ulp_error(y[i], std::exp(static_cast<double>(x[i]))), kExpMaxUlp) << "x = " << x[i];
-  EXPECT_EQ(y[15], 0.0f);
-}
-
-TEST(VectorTranspose, SwapsRowsAndLanes) {
-  simd::Vec rows[simd::kLanes];
-  alignas(64) float buf[simd::kLanes];
-  for (int r = 0; r < simd::kLanes; ++r) {
-    for (int l = 0; l < simd::kLanes; ++l) buf[l] = static_cast<float>(r * 100 + l);
-    rows[r] = simd::load(buf);
-  }
-  simd::transpose(rows);
-  for (int r = 0; r < simd::kLanes; ++r) {
-    simd::store(buf, rows[r]);
-    for (int l = 0; l < simd::kLanes; ++l) EXPECT_EQ(buf[l], static_cast<float>(l * 100 + r)) << r << ", " << l;
-  }
-}
-
-TEST(VectorLeadingLanes, TouchOnlyTheFirstN) {
-  alignas(64) float src[simd::kLanes], dst[simd::kLanes];
-  for (int l = 0; l < simd::kLanes; ++l) src[l] = static_cast<float>(l + 1);
-  for (int n : {0, 1, 7, 16}) {
-    std::fill_n(dst, simd::kLanes, -1.0f);
-    simd::store(dst, simd::load_leading(src, n));
-    for (int l = 0; l < simd::kLanes; ++l) EXPECT_EQ(dst[l], l < n ? src[l] : 0.0f);
-    std::fill_n(dst, simd::kLanes, -1.0f);
-    simd::store_leading(dst, simd::load(src), n);
-    for (int l = 0; l < simd::kLanes; ++l) EXPECT_EQ(dst[l], l < n ? src[l] : -1.0f);
-  }
-}
-
-TEST(VectorPairs, RoundLikeFloatToBf16AndDotBothHalves) {
-  alignas(64) float a[simd::kLanes], b[simd::kLanes], acc[simd::kLanes];
-  alignas(64) uint32_t pairs[simd::kLanes];
-  for (int l = 0; l < simd::kLanes; ++l) {
-    a[l] = 1.0f + static_cast<float>(l) / 3.0f;    // needs rounding
-    b[l] = -0.001f * static_cast<float>(l * l + 1);
-  }
-  b[3] = 1.0f + 1.0f / 256.0f;  // halfway between two bf16 values: ties to even (1.0)
-  b[4] = 1.0f + 3.0f / 256.0f;  // halfway, rounds up to the even 1 + 2/128
-  simd::PairVec p = simd::round_to_pairs(simd::load(a), simd::load(b));
-  simd::store_pairs(pairs, p);
-  for (int l = 0; l < simd::kLanes; ++l) {
-    EXPECT_EQ(pairs[l] & 0xffffu, float_to_bf16(a[l])) << l;
-    EXPECT_EQ(pairs[l] >> 16, float_to_bf16(b[l])) << l;
-  }
-  EXPECT_EQ(bf16_to_float(static_cast<uint16_t>(pairs[3] >> 16)), 1.0f);
-  EXPECT_EQ(bf16_to_float(static_cast<uint16_t>(pairs[4] >> 16)), 1.0f + 2.0f / 128.0f);
-  // (a, b) . (a, b) + 1 per lane, with the rounded values.
-  simd::store(acc, simd::pair_dot(simd::broadcast(1.0f), p, p));
-  for (int l = 0; l < simd::kLanes; ++l) {
-    double ra = bf16_to_float(float_to_bf16(a[l])), rb = bf16_to_float(float_to_bf16(b[l]));
-    EXPECT_NEAR(acc[l], 1.0 + ra * ra + rb * rb, 1e-6 * (1.0 + ra * ra + rb * rb)) << l;
-  }
-}
 
 struct AttentionCase {
   int64_t batch, lq, lk;

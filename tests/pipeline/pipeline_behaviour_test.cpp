@@ -209,7 +209,10 @@ TEST(PipelineBehaviour, TiledDecodingDecodesTheSameLatentsInTiles) {
   kernels::scale_inplace(z, 1.0f / tiny().vae_config().scaling_factor);
   Tensor expected = kernels::nchw_to_nhwc(tiny().vae().decode_tiled(z, 64));
   for (int64_t i = 0; i < expected.numel(); ++i) expected[i] = std::clamp(expected[i] / 2 + 0.5f, 0.0f, 1.0f);
-  EXPECT_REL_LE(tiled.images, expected, 1e-6);
+  // The same decode to a few float roundings of values near 1 (9.5e-7 with the AVX-512 kernels,
+  // 1.0e-6 with the AVX2 and scalar ones): not bit-identical, since the pipeline's decode and
+  // this one do not share their oneDNN plans and buffers.
+  EXPECT_REL_LE(tiled.images, expected, 2e-6);
 }
 
 TEST(PipelineBehaviour, MissingComponentFolderIsNamed) {
