@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "kernels/kernels.h"
 
 namespace sdrt::testing {
 
@@ -29,6 +30,14 @@ Diff compare(const Tensor& actual, const Tensor& expected);
 Tensor rounded_to_bf16(const Tensor& t);
 
 }  // namespace sdrt::testing
+
+// Skips the test, with the reason, where oneDNN has no kernels for `precision` on this CPU (or
+// under SDRT_MAX_ISA): bf16 below AVX-512. The same test runs wherever the CPU has them.
+#define SDRT_SKIP_UNLESS_PRECISION_SUPPORTED(precision)                                              \
+  do {                                                                                               \
+    std::string sdrt_why_ = ::sdrt::kernels::precision_unsupported_reason(precision);                \
+    if (!sdrt_why_.empty()) GTEST_SKIP() << sdrt_why_;                                               \
+  } while (0)
 
 // rel = max|a-b| / max|expected|, the golden README's measure. Prints the achieved value so
 // test logs record the tolerance each golden test reached.

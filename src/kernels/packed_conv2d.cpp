@@ -225,6 +225,7 @@ PackedConv2d::PackedConv2d(Tensor weight, Tensor bias, Conv2dParams params, Prec
   SDRT_CHECK(weight.rank() == 4, "packed conv2d: weight must be [O, C, kh, kw], got ", shape_str(weight.shape()));
   SDRT_CHECK(!bias.defined() || bias.numel() == weight.dim(0), "packed conv2d: bias ", shape_str(bias.shape()),
              " does not match weight ", shape_str(weight.shape()));
+  require_precision_supported(precision);
   impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), params, precision);
   impl_->pack_for_nominal_input();
 }

@@ -117,6 +117,7 @@ PackedLinear::PackedLinear(Tensor weight, Tensor bias, Precision precision) {
              shape_str(weight.shape()));
   SDRT_CHECK(!bias.defined() || bias.numel() == weight.dim(0), "packed linear: bias ", shape_str(bias.shape()),
              " does not match weight ", shape_str(weight.shape()));
+  require_precision_supported(precision);
   impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), precision);
   impl_->pack_for_nominal_input();
 }

@@ -15,6 +15,38 @@ Precision precision_from_name(const std::string& name) {
 
 const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
 
+namespace {
+
+// Whether oneDNN can make a bf16 matmul here: the same capability check its convolutions and
+// inner products make.
+bool onednn_has_bf16() {
+  static const bool has = [] {
+    using dnnl::memory;
+    const memory::desc a({16, 16}, memory::data_type::bf16, memory::format_tag::ab);
+    const memory::desc c({16, 16}, memory::data_type::f32, memory::format_tag::ab);
+    try {
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, a, c), cpu_engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return has;
+}
+
+}  // namespace
+
+std::string precision_unsupported_reason(Precision p) {
+  if (p != Precision::bf16 || onednn_has_bf16()) return {};
+  return "precision bf16 needs a CPU with AVX-512 (oneDNN's bf16 kernels start at avx512_core) and oneDNN runs at " +
+         onednn_isa_name() + " here: use --precision fp32";
+}
+
+void require_precision_supported(Precision p) {
+  std::string reason = precision_unsupported_reason(p);
+  if (!reason.empty()) fail(reason);
+}
+
 dnnl::memory::data_type compute_data_type(Precision p) {
   return p == Precision::bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
 }

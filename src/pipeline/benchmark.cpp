@@ -8,6 +8,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/cpu_isa.h"
 #include "core/error.h"
 #include "core/memory_stats.h"
 #include "core/parallel.h"
@@ -167,6 +168,8 @@ MachineInfo describe_machine() {
   m.avx512_bf16 = has("avx512_bf16");
   m.amx_bf16 = has("amx_bf16");
   m.amx_int8 = has("amx_int8");
+  m.kernel_isa = isa_summary();
+  m.onednn_isa = kernels::onednn_isa_name();
   return m;
 }
 
@@ -339,10 +342,12 @@ std::string format_benchmark_table(const BenchmarkResult& r) {
   out += fmt("  %d measured run%s after %d warm-up run%s; %d UNet call%s per run\n", o.runs, o.runs == 1 ? "" : "s",
              o.warmup, o.warmup == 1 ? "" : "s", r.unet_calls_per_run, r.unet_calls_per_run == 1 ? "" : "s");
   out +=
-      fmt("machine: %s, %d physical cores, %d logical CPUs, %d threads; avx512f %s, avx512_vnni %s, avx512_bf16 %s, "
-          "amx %s\n\n",
-          m.cpu_model.c_str(), m.physical_cores, m.logical_cpus, m.threads, yes_no(m.avx512f).c_str(),
-          yes_no(m.avx512_vnni).c_str(), yes_no(m.avx512_bf16).c_str(), yes_no(m.amx_bf16 || m.amx_int8).c_str());
+      fmt("machine: %s, %d physical cores, %d logical CPUs, %d threads; avx2 %s, avx512f %s, avx512_vnni %s, "
+          "avx512_bf16 %s, amx %s\n",
+          m.cpu_model.c_str(), m.physical_cores, m.logical_cpus, m.threads, yes_no(m.avx2 && m.fma).c_str(),
+          yes_no(m.avx512f).c_str(), yes_no(m.avx512_vnni).c_str(), yes_no(m.avx512_bf16).c_str(),
+          yes_no(m.amx_bf16 || m.amx_int8).c_str());
+  out += fmt("kernels: sdrt %s; oneDNN %s\n\n", m.kernel_isa.c_str(), m.onednn_isa.c_str());
 
   out += fmt("  %-28s %10s %10s %10s\n", "stage (seconds)", "median", "min", "max");
   if (residency_from_name(o.residency) == Residency::per_stage) {
@@ -405,6 +410,8 @@ std::string format_benchmark_json(const BenchmarkResult& r) {
                  {"prompt", o.prompt},
                  {"seed", o.seed}};
   j["machine"] = {{"cpu_model", m.cpu_model},
+                  {"kernel_isa", m.kernel_isa},
+                  {"onednn_isa", m.onednn_isa},
                   {"physical_cores", m.physical_cores},
                   {"logical_cpus", m.logical_cpus},
                   {"threads", m.threads},

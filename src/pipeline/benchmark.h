@@ -73,6 +73,8 @@ struct MachineInfo {
   int threads = 0;  // OpenMP threads the benchmark ran with
   bool avx2 = false, fma = false, avx512f = false, avx512_vnni = false, avx512_bf16 = false;
   bool amx_bf16 = false, amx_int8 = false;
+  std::string kernel_isa;  // the ISA tier sdrt's own kernels run (core/cpu_isa.h isa_summary())
+  std::string onednn_isa;  // the ISA oneDNN's kernels run, in oneDNN's words
 };
 
 struct BenchmarkResult {

@@ -128,6 +128,7 @@ const char* residency_name(Residency r) { return r == Residency::resident ? "res
 StableDiffusionPipeline StableDiffusionPipeline::load(const std::string& dir, kernels::Precision precision,
                                                       Residency residency) {
   auto t0 = Clock::now();
+  kernels::require_precision_supported(precision);  // before any weights are read
   check_model_index(dir);
   StableDiffusionPipeline p;
   p.compiled_arenas_ = std::make_shared<CompiledArenas>();

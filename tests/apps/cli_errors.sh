@@ -33,6 +33,17 @@ expect_error "no model_index.json" --model "$work"
 expect_error "missing.safetensors" --latents "$work/missing.safetensors"
 echo "x" > "$work/garbage.safetensors"
 expect_error "garbage.safetensors" --latents "$work/garbage.safetensors"
+# bf16 where oneDNN has no bf16 kernels: AVX2 CPUs, and any CPU capped to AVX2.
+SDRT_MAX_ISA=avx2 expect_error "use --precision fp32" --precision bf16
+SDRT_MAX_ISA=sse9 expect_error "SDRT_MAX_ISA='sse9'" --steps 1
+# --version names the ISA the kernels run, cap included.
+version=$(SDRT_MAX_ISA=scalar "$sdrt" --version 2>&1)
+if [[ "$version" == *"kernels: sdrt scalar"*"oneDNN"* ]]; then
+  echo "ok: --version -> ${version//$'\n'/ | }"
+else
+  echo "FAIL: SDRT_MAX_ISA=scalar sdrt --version -> $version"
+  failures=$((failures + 1))
+fi
 (( failures == 0 )) && echo "$failures failed" && exit 0
 echo "$failures checks failed"
 exit 1

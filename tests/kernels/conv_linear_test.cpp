@@ -97,6 +97,7 @@ TEST(PackedConv2d, AccumulatesIntoResidual) {
 }
 
 TEST(PackedConv2d, Bf16MatchesReferenceOnRoundedOperands) {
+  SDRT_SKIP_UNLESS_PRECISION_SUPPORTED(Precision::bf16);
   for (const auto& c : kConvCases) {
     SCOPED_TRACE(c.name);
     Tensor x = random(c.x, 1), w = random(c.w, 2), b = c.bias ? random({c.w[0]}, 3) : Tensor();
@@ -114,6 +115,10 @@ TEST(PackedConv2d, Bf16MatchesReferenceOnRoundedOperands) {
 // in both precisions, on a layer that also serves NCHW calls (each layout gets its own plans).
 TEST(PackedConv2d, ChannelsLastMatchesNchw) {
   for (Precision precision : {Precision::f32, Precision::bf16}) {
+    if (std::string why = precision_unsupported_reason(precision); !why.empty()) {
+      std::printf("    %s not tested: %s\n", precision_name(precision), why.c_str());
+      continue;
+    }
     for (const auto& c : kConvCases) {
       SCOPED_TRACE(c.name);
       Tensor x = random(c.x, 21), w = random(c.w, 22), b = c.bias ? random({c.w[0]}, 23) : Tensor();
@@ -132,6 +137,7 @@ TEST(PackedConv2d, ChannelsLastMatchesNchw) {
 }
 
 TEST(PackedConv2d, Bf16HoldsHalfTheWeightBytes) {
+  SDRT_SKIP_UNLESS_PRECISION_SUPPORTED(Precision::bf16);
   Tensor w = random({64, 32, 3, 3}, 43);
   PackedConv2d conv(w, Tensor(), Conv2dParams::symmetric(1, 1), Precision::bf16);
   EXPECT_EQ(conv.precision(), Precision::bf16);
@@ -293,6 +299,7 @@ TEST(PackedLinear, AccumulatesIntoResidual) {
 }
 
 TEST(PackedLinear, Bf16MatchesReferenceOnRoundedOperands) {
+  SDRT_SKIP_UNLESS_PRECISION_SUPPORTED(Precision::bf16);
   for (const auto& c : kLinearCases) {
     SCOPED_TRACE(c.name);
     Tensor x = random(c.x, 60), w = random({c.out, c.x.back()}, 61), b = c.bias ? random({c.out}, 62) : Tensor();
@@ -308,6 +315,7 @@ TEST(PackedLinear, Bf16MatchesReferenceOnRoundedOperands) {
 }
 
 TEST(PackedLinear, Bf16HoldsHalfTheWeightBytes) {
+  SDRT_SKIP_UNLESS_PRECISION_SUPPORTED(Precision::bf16);
   Tensor w = random({64, 96}, 72);
   PackedLinear linear(w, Tensor(), Precision::bf16);
   EXPECT_EQ(linear.weight_bytes(), w.numel() * sizeof(uint16_t));
@@ -381,6 +389,23 @@ TEST(PackedLinear, RejectsMismatchedInputs) {
   EXPECT_THROW(linear.accumulate(random({2, 8}, 97), wrong_acc), Error);
   EXPECT_THROW(PackedLinear(random({3, 8, 1}, 98), Tensor()), Error);
   EXPECT_THROW(PackedLinear(random({3, 8}, 99), random({4}, 100)), Error);
+}
+
+// Where oneDNN has no bf16 kernels (below AVX-512, or under SDRT_MAX_ISA=avx2), asking for them is
+// an error that says why and what to use, from the layer constructors as from the pipeline.
+TEST(PackedLinear, Bf16WithoutKernelsIsAClearError) {
+  const std::string why = precision_unsupported_reason(Precision::bf16);
+  if (why.empty()) GTEST_SKIP() << "this CPU has bf16 kernels; SDRT_MAX_ISA=avx2 tests the refusal";
+  EXPECT_NE(why.find("AVX-512"), std::string::npos) << why;
+  EXPECT_NE(why.find("--precision fp32"), std::string::npos) << why;
+  try {
+    PackedLinear linear(random({8, 8}, 1), Tensor(), Precision::bf16);
+    ADD_FAILURE() << "bf16 layer made without bf16 kernels";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), why);
+  }
+  EXPECT_THROW(PackedConv2d(random({8, 8, 3, 3}, 2), Tensor(), Conv2dParams::symmetric(1, 1), Precision::bf16), Error);
+  EXPECT_TRUE(precision_unsupported_reason(Precision::f32).empty());
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/cpu_isa.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "pipeline/pipeline.h"
@@ -203,6 +204,8 @@ TEST(Benchmark, JsonReportParsesAndCarriesTheNumbers) {
   EXPECT_EQ(j["work"]["vae_decoder_per_image_macs"]["total"].get<int64_t>(), kTinyVaeDecoderMacs);
   EXPECT_GT(j["memory_bytes"]["peak_rss"].get<int64_t>(), 0);
   EXPECT_TRUE(j["machine"]["isa"].contains("avx512_bf16"));
+  EXPECT_EQ(j["machine"]["kernel_isa"], isa_summary());
+  EXPECT_FALSE(j["machine"]["onednn_isa"].get<std::string>().empty());
   EXPECT_FALSE(j["machine"]["cpu_model"].get<std::string>().empty());
   EXPECT_TRUE(j["peak"].is_null());
   // Resident and compiled: both stages ran from their planned arenas.
@@ -219,6 +222,7 @@ TEST(Benchmark, JsonReportParsesAndCarriesTheNumbers) {
 }
 
 TEST(Benchmark, Bf16RunsAndIsRatedAgainstTheBf16Peak) {
+  SDRT_SKIP_UNLESS_PRECISION_SUPPORTED(kernels::Precision::bf16);
   BenchmarkOptions o = tiny_options();
   o.precision = "bf16";
   BenchmarkResult r = run_benchmark(o);

@@ -137,6 +137,7 @@ constexpr double kBf16MinPsnrDb = 35.0;
 constexpr double kBf16FirstStepTol = 0.1;
 
 TEST_P(PipelineGolden, Bf16IsWithin35dBOfDiffusersFp32) {
+  SDRT_SKIP_UNLESS_PRECISION_SUPPORTED(kernels::Precision::bf16);
   const auto& c = GetParam();
   auto golden = open_golden(c);
   GenerateParams p = golden_request(golden, c);
