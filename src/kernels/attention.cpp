@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/dry_run.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/parallel.h"
@@ -468,6 +469,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, f
   const int group = blocks_per_task(s.batch * heads, query_blocks);
   const int64_t groups = (query_blocks + group - 1) / group;
   const int64_t tasks = s.batch * heads * groups;
+  if (in_dry_run()) {  // this thread's allocations, as in the parallel region below
+    Workspace w(s, bf16);
+    return out;
+  }
 #pragma omp parallel
   {
     Workspace w(s, bf16);

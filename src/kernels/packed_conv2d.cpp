@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/dry_run.h"
 #include "core/error.h"
 #include "kernels/conv_linear_shapes.h"
 #include "kernels/op_counter.h"
@@ -194,6 +195,11 @@ struct PackedConv2d::Impl {
   void run(const ConvPlan& plan, const Tensor& x, Tensor& y) const {
     dnnl::stream& stream = cpu_stream();
     Scratchpad scratchpad(plan.scratchpad_bytes);
+    if (in_dry_run()) {  // the same buffers, nothing computed
+      Tensor src_buffer = plan.to_src ? buffer_for(plan.src) : Tensor();
+      Tensor dst_buffer = plan.from_dst ? buffer_for(plan.dst) : Tensor();
+      return;
+    }
     memory user_src = wrap_memory(plan.user_src, x.data()), user_dst = wrap_memory(plan.user_dst, y.data());
     memory src = user_src, dst = user_dst;
     Tensor src_buffer, dst_buffer;  // activations in the convolution's layout, when it differs

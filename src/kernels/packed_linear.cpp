@@ -3,6 +3,7 @@
 #include <compare>
 #include <optional>
 
+#include "core/dry_run.h"
 #include "core/error.h"
 #include "kernels/conv_linear_shapes.h"
 #include "kernels/op_counter.h"
@@ -99,9 +100,10 @@ struct PackedLinear::Impl {
     if (plan.to_src) {
       src_buffer = buffer_for(plan.src);
       memory converted = wrap_memory(plan.src, src_buffer.data());
-      plan.to_src->execute(stream, src, converted);
+      if (!in_dry_run()) plan.to_src->execute(stream, src, converted);
       src = converted;
     }
+    if (in_dry_run()) return;
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src},
                                          {DNNL_ARG_WEIGHTS, *plan.weights},
                                          {DNNL_ARG_DST, wrap_memory(plan.dst, y.data())}};

@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "core/buffer_cache.h"
+#include "core/dry_run.h"
 #include "core/error.h"
 #include "core/memory_stats.h"
 #include "core/rng.h"
@@ -303,6 +304,8 @@ double StableDiffusionPipeline::compile(const StaticShape& shape) const {
   const Shape unet_input{rows, latent[1], latent[2], latent[3]}, vae_input{1, latent[1], latent[2], latent[3]};
   // The inputs exist before the recording starts, as generate()'s do.
   const Tensor unet_zeros(unet_input), vae_zeros(vae_input);
+  // Plans and allocations depend on shapes only: the heavy kernels need not compute anything.
+  DryRun dry_run;
   compile_arena(Stage::unet, unet_input, [&] { unet_->forward(unet_zeros, timesteps, context); });
   BufferCache::instance().release();
   compile_arena(Stage::vae_decoder, vae_input, [&] { vae_->decode(vae_zeros); });

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/dry_run.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
@@ -389,6 +390,30 @@ TEST(PackedLinear, RejectsMismatchedInputs) {
   EXPECT_THROW(linear.accumulate(random({2, 8}, 97), wrong_acc), Error);
   EXPECT_THROW(PackedLinear(random({3, 8, 1}, 98), Tensor()), Error);
   EXPECT_THROW(PackedLinear(random({3, 8}, 99), random({4}, 100)), Error);
+}
+
+// A dry run (compile()'s) makes the same plans and outputs of the same shapes as a real call,
+// without computing them; the same layer then computes for real.
+TEST(PackedLayers, DryRunPlansWithoutComputing) {
+  Tensor x = random({1, 16, 20, 20}, 61), w = random({32, 16, 3, 3}, 62), b = random({32}, 63);
+  PackedConv2d conv(w, b, Conv2dParams::symmetric(1, 1));
+  Tensor xl = random({2, 50, 24}, 64), wl = random({40, 24}, 65);
+  PackedLinear linear(wl, Tensor());
+  Tensor q = random({1, 300, 64}, 66);
+  {
+    DryRun dry;
+    Tensor y = conv(x), acc(Shape{1, 32, 20, 20});
+    conv.accumulate(x, acc);
+    EXPECT_EQ(y.shape(), (Shape{1, 32, 20, 20}));
+    EXPECT_EQ(linear(xl).shape(), (Shape{2, 50, 40}));
+    EXPECT_EQ(attention(q, q, q, 4, 0.125f).shape(), q.shape());
+    for (int64_t i = 0; i < acc.numel(); ++i) ASSERT_EQ(acc[i], 0.0f) << "a dry run computed into the accumulator";
+  }
+  EXPECT_EQ(conv.cached_plans(), 2u);  // plain and accumulating, made in the dry run
+  EXPECT_EQ(linear.cached_plans(), 1u);
+  EXPECT_REL_LE(conv(x), conv2d_reference(x, w, b, conv.params()), kTol);
+  EXPECT_REL_LE(linear(xl), linear_reference(xl, wl, Tensor()), kTol);
+  EXPECT_EQ(conv.cached_plans(), 2u);
 }
 
 // Where oneDNN has no bf16 kernels (below AVX-512, or under SDRT_MAX_ISA=avx2), asking for them is
