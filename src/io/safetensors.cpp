@@ -145,14 +145,21 @@ SafeTensors SafeTensors::open(const std::string& path) {
   return st;
 }
 
-void SafeTensors::drop_pages(const TensorInfo& info) const {
-  // Only whole pages inside the tensor's range: neighbours may still be needed.
-  if (!mapped_) return;
+namespace {
+
+// Takes the mapped pages of [begin, end) out of the process's resident set; a later read faults
+// them back in from the file. Only whole pages inside the range: neighbours may still be needed.
+void drop_whole_pages(const uint8_t* begin_ptr, const uint8_t* end_ptr) {
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  uintptr_t begin = reinterpret_cast<uintptr_t>(data_ + info.begin);
-  uintptr_t end = reinterpret_cast<uintptr_t>(data_ + info.end);
+  uintptr_t begin = reinterpret_cast<uintptr_t>(begin_ptr), end = reinterpret_cast<uintptr_t>(end_ptr);
   uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
   if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+}  // namespace
+
+void SafeTensors::drop_pages(const TensorInfo& info) const {
+  if (mapped_) drop_whole_pages(data_ + info.begin, data_ + info.end);
 }
 
 SafeTensors SafeTensors::parse(std::span<const uint8_t> bytes, const std::string& source,
@@ -217,8 +224,18 @@ Tensor SafeTensors::load_f32(const std::string& name) const {
   const TensorInfo& i = info(name);
   const uint8_t* p = data_ + i.begin;
   int64_t n = shape_numel(i.shape);
-  if (i.dtype == DType::F32 && reinterpret_cast<uintptr_t>(p) % alignof(float) == 0)
-    return Tensor::wrap(i.shape, const_cast<float*>(reinterpret_cast<const float*>(p)), owner_);
+  if (i.dtype == DType::F32 && reinterpret_cast<uintptr_t>(p) % alignof(float) == 0) {
+    if (!mapped_) return Tensor::wrap(i.shape, const_cast<float*>(reinterpret_cast<const float*>(p)), owner_);
+    // The view keeps the mapping alive; when the last reference to it goes (a layer that packed
+    // its weights into another layout lets go of the original), its pages leave the resident set
+    // even though other tensors still hold the mapping. Without this, packing an F32 file
+    // counted its weights twice, once packed and once mapped.
+    const uint8_t* end = data_ + i.end;
+    std::shared_ptr<const void> view_owner(p, [mapping = owner_, end](const void* begin) {
+      drop_whole_pages(static_cast<const uint8_t*>(begin), end);
+    });
+    return Tensor::wrap(i.shape, const_cast<float*>(reinterpret_cast<const float*>(p)), std::move(view_owner));
+  }
   Tensor t = Tensor::empty(i.shape);
   float* out = t.data();
   switch (i.dtype) {
