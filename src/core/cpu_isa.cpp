@@ -15,18 +15,41 @@ namespace {
 
 constexpr const char* kNames[] = {"scalar", "avx2", "avx512", "avx512_bf16"};
 
-// __builtin_cpu_supports checks the OS's XSAVE state too (XCR0), so a feature the kernel does not
-// save across context switches counts as absent.
+struct CpuidRegs {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+};
+
+CpuidRegs cpuid(unsigned leaf, unsigned subleaf) {
+  CpuidRegs r;
+  __cpuid_count(leaf, subleaf, r.eax, r.ebx, r.ecx, r.edx);
+  return r;
+}
+
+bool bit(unsigned reg, int n) { return (reg >> n) & 1u; }
+
+// The register state the operating system saves across context switches (XCR0): a feature whose
+// registers it does not save cannot be used, whatever CPUID says.
+uint64_t os_saved_state() {
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (static_cast<uint64_t>(hi) << 32) | lo;
+}
+
+// From CPUID directly (Intel SDM vol. 2, CPUID; the same bits for AMD), rather than
+// __builtin_cpu_supports, whose feature names differ between GCC and Clang.
 Isa detect() {
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-                    __builtin_cpu_supports("bmi2");
+  if (cpuid(0, 0).eax < 7) return Isa::scalar;
+  const CpuidRegs leaf1 = cpuid(1, 0), leaf7 = cpuid(7, 0);
+  const bool osxsave = bit(leaf1.ecx, 27);
+  const uint64_t xcr0 = osxsave ? os_saved_state() : 0;
+  const bool os_ymm = (xcr0 & 0x6) == 0x6, os_zmm = (xcr0 & 0xE6) == 0xE6;
+  const bool avx2 = os_ymm && bit(leaf1.ecx, 28) /* AVX */ && bit(leaf1.ecx, 12) /* FMA */ &&
+                    bit(leaf1.ecx, 29) /* F16C */ && bit(leaf7.ebx, 5) /* AVX2 */ && bit(leaf7.ebx, 8) /* BMI2 */;
   if (!avx2) return Isa::scalar;
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-                      __builtin_cpu_supports("avx512cd");
+  const bool avx512 = os_zmm && bit(leaf7.ebx, 16) /* F */ && bit(leaf7.ebx, 17) /* DQ */ &&
+                      bit(leaf7.ebx, 28) /* CD */ && bit(leaf7.ebx, 30) /* BW */ && bit(leaf7.ebx, 31) /* VL */;
   if (!avx512) return Isa::avx2;
-  const bool bf16 = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+  const bool bf16 = bit(leaf7.ecx, 11) /* AVX512_VNNI */ && bit(cpuid(7, 1).eax, 5) /* AVX512_BF16 */;
   return bf16 ? Isa::avx512_bf16 : Isa::avx512;
 }
 
