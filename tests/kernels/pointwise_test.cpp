@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
+#include "activation_references.h"
 #include "test_util.h"
 
 namespace sdrt::kernels {
@@ -32,13 +33,10 @@ Tensor random(const Shape& s, uint64_t seed, float offset = 0.0f, float scale = 
 
 // ---- Double-precision references.
 
-double silu_ref(double v) { return v / (1.0 + std::exp(-v)); }
-double gelu_ref(double v) { return 0.5 * v * std::erfc(-v / std::sqrt(2.0)); }
-// 0.5 v (1 + tanh(u)) written as v sigmoid(2u): 1 + tanh(u) cancels to 0 in double for u < -19.
-double gelu_tanh_ref(double v) {
-  return v / (1.0 + std::exp(-2.0 * std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
-}
-double quick_gelu_ref(double v) { return v / (1.0 + std::exp(-1.702 * v)); }
+using testing::gelu_ref;
+using testing::gelu_tanh_ref;
+using testing::quick_gelu_ref;
+using testing::silu_ref;
 
 Tensor group_norm_ref(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
   const int64_t n = x.dim(0), c = x.dim(1), spatial = x.numel() / (n * c), per_group = c / groups;

@@ -16,6 +16,7 @@
 #include "core/cpu_isa.h"
 #include "core/half.h"
 #include "kernels/simd_math.h"
+#include "activation_references.h"
 
 #define SDRT_CONCAT_(a, b) a##b
 #define SDRT_CONCAT(a, b) SDRT_CONCAT_(a, b)
@@ -62,13 +63,10 @@ std::vector<float> sweep(float lo, float hi, int n) {
   return xs;
 }
 
-double silu_ref(double v) { return v / (1.0 + std::exp(-v)); }
-double gelu_ref(double v) { return 0.5 * v * std::erfc(-v / std::sqrt(2.0)); }
-// 0.5 v (1 + tanh(u)) written as v sigmoid(2u): 1 + tanh(u) cancels to 0 in double for u < -19.
-double gelu_tanh_ref(double v) {
-  return v / (1.0 + std::exp(-2.0 * std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
-}
-double quick_gelu_ref(double v) { return v / (1.0 + std::exp(-1.702 * v)); }
+using testing::gelu_ref;
+using testing::gelu_tanh_ref;
+using testing::quick_gelu_ref;
+using testing::silu_ref;
 
 // Each lane of one vector call gets its own input, so a lane mix-up would show.
 void exp_of_16(const float* x, float* y) { simd::store(y, simd::exp(simd::load(x))); }
