@@ -5,7 +5,6 @@ namespace sdrt::kernels::SDRT_ISA_NS {
 
 #include "kernels/isa_ops.inc"
 
-
 namespace {
 
 // Applies the vector function f in place, chunk by chunk across the threads.

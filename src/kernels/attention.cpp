@@ -40,7 +40,6 @@ namespace sdrt::kernels::SDRT_ISA_NS {
 
 #include "kernels/isa_ops.inc"
 
-
 namespace {
 
 using simd::kLanes;
@@ -70,7 +69,8 @@ constexpr int kQueryBlock = kQueryVecs * kLanes;
 // Keys per QK micro-kernel call: kKeyRows x kQueryVecs accumulators.
 constexpr int kKeyRows = kWideRegisterFile ? 12 : 6;
 // Keys per online-softmax step: big enough that the per-step rescale is noise, small enough that
-// the score tile (kKeyBlock x kQueryBlock floats, 15 KB) stays in L1 from QK through P V.
+// the score tile (kKeyBlock x kQueryBlock floats: 15 KB on AVX-512, 4 KB on AVX2) stays in L1
+// from QK through P V.
 constexpr int kKeyBlock = 10 * kKeyRows;
 // Head channels per PV micro-kernel call, for the same register budget as kKeyRows.
 constexpr int kMaxChannelRows = kKeyRows;

@@ -10,7 +10,6 @@ namespace sdrt::kernels::SDRT_ISA_NS {
 
 #include "kernels/isa_ops.inc"
 
-
 namespace {
 
 // Source index per destination index, computed as PyTorch does: a float scale in / out.
