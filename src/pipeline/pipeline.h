@@ -120,8 +120,9 @@ class StableDiffusionPipeline {
   GenerateResult generate(const GenerateParams& params, const StepCallback& on_step = nullptr) const;
 
   // Static shapes: creates every kernel plan (oneDNN primitive, weight layout) that generations of
-  // `shape` need now, not in the first generation's steps, by running the text encoder, one UNet
-  // call and one VAE decode on zeros, and plans the UNet's and the decoder's activation arenas
+  // `shape` need now, not in the first generation's steps, by running the text encoder, then one
+  // UNet call and one VAE decode on zeros as a dry run (core/dry_run.h: the heavy kernels plan
+  // and allocate but compute nothing), and plans the UNet's and the decoder's activation arenas
   // for the shape, which the pipeline keeps (that memory stays held): the UNet calls and decodes of
   // such generations create no plan and allocate no large buffer.
   // Generations of other shapes still work and plan as they go. Resident pipelines only. Returns
