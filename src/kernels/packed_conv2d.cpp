@@ -195,11 +195,7 @@ struct PackedConv2d::Impl {
   void run(const ConvPlan& plan, const Tensor& x, Tensor& y) const {
     dnnl::stream& stream = cpu_stream();
     Scratchpad scratchpad(plan.scratchpad_bytes);
-    if (in_dry_run()) {  // the same buffers, nothing computed
-      Tensor src_buffer = plan.to_src ? buffer_for(plan.src) : Tensor();
-      Tensor dst_buffer = plan.from_dst ? buffer_for(plan.dst) : Tensor();
-      return;
-    }
+    const bool compute = !in_dry_run();  // a dry run takes the same buffers and executes nothing
     memory user_src = wrap_memory(plan.user_src, x.data()), user_dst = wrap_memory(plan.user_dst, y.data());
     memory src = user_src, dst = user_dst;
     Tensor src_buffer, dst_buffer;  // activations in the convolution's layout, when it differs
@@ -208,7 +204,7 @@ struct PackedConv2d::Impl {
       src = wrap_memory(plan.src, src_buffer.data());
       std::unordered_map<int, memory> args{{DNNL_ARG_FROM, user_src}, {DNNL_ARG_TO, src}};
       scratchpad.add_to(args, plan.to_src_scratchpad);
-      plan.to_src->execute(stream, args);
+      if (compute) plan.to_src->execute(stream, args);
     }
     if (plan.from_dst) {
       dst_buffer = buffer_for(plan.dst);
@@ -217,6 +213,7 @@ struct PackedConv2d::Impl {
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, *plan.weights}, {DNNL_ARG_DST, dst}};
     if (bias.defined()) args.emplace(DNNL_ARG_BIAS, wrap_memory(memory::desc({bias.numel()}, dt::f32, tag::x), bias.data()));
     scratchpad.add_to(args, plan.conv_scratchpad);
+    if (!compute) return;
     plan.conv.execute(stream, args);
     if (plan.from_dst) {
       std::unordered_map<int, memory> out_args{{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, user_dst}};
