@@ -59,8 +59,18 @@ inline constexpr float kSqrt2OverPi = 0.7978845608028654f;
 inline constexpr float kGeluTanhCubic = 0.044715f;
 inline constexpr float kQuickGeluSlope = 1.702f;
 
-// abs, copy_sign, select_less, clamp, fms, fnma, reduce_add, DoubleSums, add_lanes_to and
+// abs, copy_sign, select_less, clamp, fms, fnma, DoubleSums, add_lanes_to and
 // duplicate_lanes_low/high come from the backend (simd/vec_*.h).
+
+// Lane 0 + lane 1 + ... + lane 15, in that order on every tier. Through memory: it runs once per
+// row or piece, and GCC 12's _mm512_reduce_add_* trip -Wmaybe-uninitialized.
+inline float reduce_add(Vec a) {
+  alignas(64) float lanes[kLanes];
+  simd::store(lanes, a);
+  float s = 0.0f;
+  for (float v : lanes) s += v;
+  return s;
+}
 
 // ---- Activation functions, written once on the operations above.
 

@@ -214,16 +214,6 @@ inline Vec fms(Vec a, Vec b, Vec c) { return {_mm256_fmsub_ps(a.lo, b.lo, c.lo),
 inline Vec fnma(Vec a, Vec b, Vec c) {
   return {_mm256_fnmadd_ps(a.lo, b.lo, c.lo), _mm256_fnmadd_ps(a.hi, b.hi, c.hi)};
 }
-// Lane 0 + lane 1 + ... + lane 15 in that order, as the other tiers add them.
-inline float reduce_add(Vec a) {
-  alignas(32) float lanes[kLanes];
-  _mm256_store_ps(lanes, a.lo);
-  _mm256_store_ps(lanes + 8, a.hi);
-  float s = 0.0f;
-  for (float v : lanes) s += v;
-  return s;
-}
-
 // Sixteen running double sums of float vectors (see the AVX-512 backend): four vectors of four
 // doubles.
 class DoubleSums {

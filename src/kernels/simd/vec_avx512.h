@@ -172,16 +172,6 @@ inline Vec clamp(Vec v, Vec lo, Vec hi) {
 inline Vec fms(Vec a, Vec b, Vec c) { return {_mm512_fmsub_ps(a.v, b.v, c.v)}; }
 // c - a * b with one rounding.
 inline Vec fnma(Vec a, Vec b, Vec c) { return {_mm512_fnmadd_ps(a.v, b.v, c.v)}; }
-// Horizontal sums go through memory: they run once per row or piece, and GCC 12's
-// _mm512_reduce_add_* trip the same warnings.
-inline float reduce_add(Vec a) {
-  alignas(64) float lanes[kLanes];
-  _mm512_store_ps(lanes, a.v);
-  float s = 0.0f;
-  for (float v : lanes) s += v;
-  return s;
-}
-
 // Sixteen running double sums of float vectors: a float vector is widened to two halves of eight
 // doubles, so the sums themselves do not lose float precision however many vectors are added.
 class DoubleSums {

@@ -159,11 +159,6 @@ inline Vec fms(Vec a, Vec b, Vec c) {
 inline Vec fnma(Vec a, Vec b, Vec c) {
   return simd::per_lane([&](int i) { return std::fma(-a.v[i], b.v[i], c.v[i]); });
 }
-inline float reduce_add(Vec a) {
-  float s = 0.0f;
-  for (float v : a.v) s += v;
-  return s;
-}
 
 class DoubleSums {
  public:
