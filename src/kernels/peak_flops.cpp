@@ -1,7 +1,5 @@
 #include "kernels/peak_flops.h"
 
-#include <oneapi/dnnl/dnnl.h>
-
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -38,16 +36,10 @@ std::vector<float> operand_values(int64_t count) {
 }
 
 double sgemm_seconds(MatmulShape s, int repeats) {
-  apply_isa_cap_to_onednn();
   std::vector<float> a = operand_values(s.m * s.k), b = operand_values(s.k * s.n);
   std::vector<float> c(static_cast<size_t>(s.m * s.n));
-  return best_time(
-      [&] {
-        dnnl_status_t st = dnnl_sgemm('N', 'N', s.m, s.n, s.k, 1.0f, a.data(), s.k, b.data(), s.n, 0.0f, c.data(), s.n);
-        SDRT_CHECK(st == dnnl_success, "dnnl_sgemm ", s.m, "x", s.n, "x", s.k, " failed with status ",
-                   static_cast<int>(st));
-      },
-      repeats);
+  return best_time([&] { gemm(false, false, s.m, s.n, s.k, 1.0f, a.data(), s.k, b.data(), s.n, 0.0f, c.data(), s.n); },
+                   repeats);
 }
 
 // A memory object in `desc`'s layout and type holding operand_values(), converted by a oneDNN reorder.

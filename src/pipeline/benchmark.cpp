@@ -152,8 +152,7 @@ MacCounts MacCounts::divided_by(int64_t n) const {
 
 MachineInfo describe_machine() {
   MachineInfo m;
-  m.cpu_model = cpuinfo_value("model name");
-  if (m.cpu_model.empty()) m.cpu_model = "unknown";
+  m.cpu_model = cpu_model_name();
   m.physical_cores = physical_cores();
   m.logical_cpus = static_cast<int>(std::thread::hardware_concurrency());
   m.threads = num_threads();

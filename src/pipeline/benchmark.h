@@ -67,7 +67,7 @@ struct ComponentRate {
 };
 
 struct MachineInfo {
-  std::string cpu_model;  // /proc/cpuinfo "model name"
+  std::string cpu_model;  // the CPUID brand string (core/cpu_isa.h), as /proc/cpuinfo's "model name"
   int physical_cores = 0;
   int logical_cpus = 0;
   int threads = 0;  // OpenMP threads the benchmark ran with
