@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 
 #include "core/error.h"
 
@@ -58,7 +59,7 @@ Isa detect() {
 const char* isa_name(Isa isa) { return kNames[static_cast<int>(isa)]; }
 
 std::optional<Isa> isa_from_name(std::string_view name) {
-  for (int i = 0; i < 4; ++i)
+  for (size_t i = 0; i < std::size(kNames); ++i)
     if (name == kNames[i]) return static_cast<Isa>(i);
   return std::nullopt;
 }

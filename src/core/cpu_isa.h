@@ -4,7 +4,7 @@
 // baseline x86-64, so one binary runs on any x86-64 CPU.
 //
 // SDRT_MAX_ISA=scalar|avx2|avx512|avx512_bf16 caps the tier (and oneDNN's, see
-// kernels::onednn_isa_cap), so a machine with AVX-512 can run the AVX2 and scalar paths.
+// kernels::apply_isa_cap_to_onednn), so a machine with AVX-512 can run the AVX2 and scalar paths.
 #pragma once
 
 #include <optional>

@@ -105,7 +105,7 @@ std::optional<dnnl::cpu_isa> onednn_cap_for(std::optional<Isa> cap) {
 }  // namespace
 
 void apply_isa_cap_to_onednn() {
-  static const bool applied = [] {
+  [[maybe_unused]] static const bool applied = [] {
     // ONEDNN_MAX_CPU_ISA set by the user is oneDNN's own business; leave it alone.
     const char* own = std::getenv("ONEDNN_MAX_CPU_ISA");
     if (own != nullptr && *own != '\0') return false;
@@ -114,7 +114,6 @@ void apply_isa_cap_to_onednn() {
     dnnl::set_max_cpu_isa(*cap);
     return true;
   }();
-  (void)applied;
 }
 
 std::string onednn_isa_name() {
