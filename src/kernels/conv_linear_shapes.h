@@ -33,6 +33,9 @@ struct LinearShape {
 // `bias_numel` elements (-1: no bias).
 LinearShape check_linear(const Shape& x_shape, const Shape& weight_shape, int64_t bias_numel);
 
+// int8 convolutions and linear layers count apart: their peak is the machine's int8 peak.
+inline void count_int8_macs(int64_t macs) { count_macs(OpKind::Int8, macs); }
+
 inline void count_linear_macs(const LinearShape& s) { count_macs(OpKind::Linear, s.rows * s.in * s.out); }
 
 // x's shape with the last dimension replaced by `out`.

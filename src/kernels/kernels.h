@@ -40,11 +40,13 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
 // ---- Compute precision of the packed convolution and linear kernels (packed_conv2d.h,
 // packed_linear.h). bf16: weights stored in bf16 and activations rounded to bf16 on their way
 // into the primitive; products accumulate in f32 and outputs stay f32, so norms, softmax and
-// everything between layers keep f32. Halves the weights' memory.
-enum class Precision { f32, bf16 };
-// "fp32"/"f32" or "bf16"; throws on anything else.
+// everything between layers keep f32. Halves the weights' memory. int8: W8A8 (kernels/int8.h):
+// int8 weights per output channel, the input quantised to int8 on its way into the primitive,
+// int32 accumulation, f32 output; a model chooses per layer (the rest stays f32).
+enum class Precision { f32, bf16, int8 };
+// "fp32"/"f32", "bf16" or "int8"; throws on anything else.
 Precision precision_from_name(const std::string& name);
-const char* precision_name(Precision p);  // "fp32" or "bf16"
+const char* precision_name(Precision p);  // "fp32", "bf16" or "int8"
 // Empty where oneDNN has convolution and matmul kernels for `p` on this CPU (under the ISA cap);
 // otherwise why not, in words a user can act on. oneDNN 2.6 has bf16 kernels from AVX-512
 // (avx512_core) up only, so an AVX2 CPU gets fp32; sdrt does not pretend otherwise.

@@ -11,6 +11,7 @@ const char* op_kind_name(OpKind kind) {
     case OpKind::Conv: return "conv";
     case OpKind::Linear: return "linear";
     case OpKind::Attention: return "attention";
+    case OpKind::Int8: return "int8";
   }
   return "unknown";
 }

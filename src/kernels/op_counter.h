@@ -22,11 +22,13 @@
 
 namespace sdrt::kernels {
 
-enum class OpKind { Conv, Linear, Attention };
-inline constexpr int kOpKindCount = 3;
-inline constexpr std::array<OpKind, kOpKindCount> kAllOpKinds = {OpKind::Conv, OpKind::Linear, OpKind::Attention};
+// Int8: the int8 convolutions and linear layers (kernels/int8.h), whose peak is the int8 one.
+enum class OpKind { Conv, Linear, Attention, Int8 };
+inline constexpr int kOpKindCount = 4;
+inline constexpr std::array<OpKind, kOpKindCount> kAllOpKinds = {OpKind::Conv, OpKind::Linear, OpKind::Attention,
+                                                                 OpKind::Int8};
 
-// "conv", "linear", "attention": the keys benchmark reports use.
+// "conv", "linear", "attention", "int8": the keys benchmark reports use.
 const char* op_kind_name(OpKind kind);
 
 // MACs per op kind. Atomic so that several threads may share one counter (each with its own scope).

@@ -1,6 +1,7 @@
 #include "kernels/packed_conv2d.h"
 
 #include <algorithm>
+#include <cmath>
 #include <compare>
 #include <optional>
 #include <string_view>
@@ -10,6 +11,7 @@
 #include "core/dry_run.h"
 #include "core/error.h"
 #include "kernels/conv_linear_shapes.h"
+#include "kernels/int8.h"
 #include "kernels/op_counter.h"
 #include "kernels/packed_weights.h"
 
@@ -42,6 +44,20 @@ bool worth_reordering_activations(const ConvShape& s) {
          s.oh * s.ow >= kMinOutputPixelsToReorder;
 }
 
+// Whether oneDNN's int8 convolutions halve the weights themselves without VNNI (they do in
+// oneDNN 2.6), probed once on a typical shape; every plan checks that its own agrees.
+bool int8_convolutions_halve_weights() {
+  static const bool halves = [] {
+    memory::desc src({1, 64, 16, 16}, dt::s8, tag::nhwc), dst({1, 64, 16, 16}, dt::f32, tag::nhwc);
+    memory::desc weights({64, 64, 3, 3}, dt::s8, tag::any);
+    ConvPd pd(dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                              src, weights, dst, {1, 1}, {1, 1}, {1, 1}),
+              cpu_engine());
+    return onednn_halves_int8_weights(pd.weights_desc());
+  }();
+  return halves;
+}
+
 bool is_reference_implementation(const ConvPd& pd) { return std::string_view(pd.impl_info_str()).starts_with("ref"); }
 
 // The caller's activations: f32, NCHW or channels last.
@@ -64,6 +80,9 @@ struct ConvPlan {
   memory::desc conv_scratchpad, to_src_scratchpad, from_dst_scratchpad;
   size_t scratchpad_bytes = 0;
   std::shared_ptr<const memory> weights;
+  // Dynamic int8 only: the convolution writes int32 accumulators (channels last or NCHW) and
+  // dequantize_int32() makes the caller's output from them, accumulating into it if asked.
+  bool int32_channels_last = false, accumulate = false, channels_last = false;
 };
 
 }  // namespace
@@ -74,13 +93,46 @@ struct PackedConv2d::Impl {
   Conv2dParams params;
   Precision precision;
   mutable PlanCache<PlanKey, ConvPlan> plans;
+  // int8 only (kernels/int8.h). Static: the primitive applies output_scales = s_x * scale[o] to
+  // (acc + scaled_bias), oneDNN 2.x's int8 convention (the bias is scaled too), so it gets
+  // bias / output_scales. Dynamic: no bias or scales in the primitive; the epilogue applies them.
+  std::vector<float> weight_scales, output_scales;
+  float input_scale = 0;
+  Tensor scaled_bias;
+  bool seven_bit_weights = false;  // halved by sdrt for a CPU without VNNI (kernels/int8.h)
 
   Impl(Tensor weight, Tensor bias_, Conv2dParams params_, Precision precision_)
       : weight_shape(weight.shape()),
         bias(std::move(bias_)),
         params(params_),
         precision(precision_),
-        plans(std::move(weight), memory::desc(weight_shape, dt::f32, tag::oihw), kMaxCachedPlans) {}
+        plans(WeightLayouts(std::move(weight), memory::desc(weight_shape, dt::f32, tag::oihw)), kMaxCachedPlans) {}
+
+  Impl(Int8Weights weight, Tensor bias_, Conv2dParams params_, float input_scale_)
+      : weight_shape(weight.shape),
+        bias(std::move(bias_)),
+        params(params_),
+        precision(Precision::int8),
+        plans(WeightLayouts(weight.data, weight.data.get(), memory::desc(weight_shape, dt::s8, tag::oihw)),
+              kMaxCachedPlans),
+        weight_scales(std::move(weight.scales)),
+        input_scale(input_scale_) {
+    if (dynamic()) return;
+    output_scales.resize(weight_scales.size());
+    for (size_t o = 0; o < weight_scales.size(); ++o) output_scales[o] = input_scale * weight_scales[o];
+    if (bias.defined()) {
+      scaled_bias = Tensor::empty(bias.shape());
+      for (int64_t o = 0; o < bias.numel(); ++o) scaled_bias.data()[o] = bias.data()[o] / output_scales[o];
+    }
+  }
+
+  bool int8() const { return precision == Precision::int8; }
+  bool dynamic() const { return int8() && input_scale == 0; }
+  // The bias the primitive adds (none for dynamic int8: the epilogue adds it).
+  const Tensor* primitive_bias() const {
+    if (!bias.defined() || dynamic()) return nullptr;
+    return int8() ? &scaled_bias : &bias;
+  }
 
   ConvShape shape_of(const Shape& x_shape, bool channels_last) const {
     if (channels_last) {
@@ -97,12 +149,14 @@ struct PackedConv2d::Impl {
     memory::desc weights_any({s.o, s.c, s.kh, s.kw}, compute_data_type(precision), tag::any);
     memory::dims strides{params.stride, params.stride};
     memory::dims pad_l{params.pad_top, params.pad_left}, pad_r{params.pad_bottom, params.pad_right};
-    auto desc = bias.defined() ? convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct,
+    dnnl::primitive_attr attr = packed_kernel_attr(accumulate);
+    if (int8() && !dynamic()) attr.set_output_scales(1 << 1, output_scales);
+    auto desc = primitive_bias() ? convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct,
                                                            src, weights_any, memory::desc({s.o}, dt::f32, tag::x), dst,
                                                            strides, pad_l, pad_r)
                                : convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct,
                                                            src, weights_any, dst, strides, pad_l, pad_r);
-    return ConvPd(desc, packed_kernel_attr(accumulate), cpu_engine());
+    return ConvPd(desc, attr, cpu_engine());
   }
 
   // The convolution for this shape, accumulating into its destination when asked and the destination is
@@ -110,6 +164,7 @@ struct PackedConv2d::Impl {
   // source is bf16, so even a convolution in the caller's layout gets its input through a (converting)
   // reorder.
   ConvPd choose_primitive_desc(const ConvShape& s, bool accumulate, bool channels_last) const {
+    if (int8()) return choose_int8_primitive_desc(s, accumulate, channels_last);
     dt src_type = compute_data_type(precision);
     memory::desc own_src = user_desc(s.n, s.c, s.h, s.w, channels_last, src_type),
                  own_dst = user_desc(s.n, s.o, s.oh, s.ow, channels_last);
@@ -135,6 +190,35 @@ struct PackedConv2d::Impl {
     return *pd;
   }
 
+  // int8 convolutions run channels last (oneDNN's int8 kernels want it, and the input needs a
+  // quantising reorder anyway, which transposes for free); NCHW is the fallback. Dynamic plans write
+  // int32 in a plain layout that dequantize_int32() reads.
+  ConvPd choose_int8_primitive_desc(const ConvShape& s, bool accumulate, bool channels_last) const {
+    const dt dst_type = dynamic() ? dt::s32 : dt::f32;
+    std::optional<ConvPd> pd;
+    for (tag layout : {tag::nhwc, tag::nchw}) {
+      ConvPd candidate = primitive_desc(s, memory::desc({s.n, s.c, s.h, s.w}, dt::s8, layout),
+                                        memory::desc({s.n, s.o, s.oh, s.ow}, dst_type, layout), false);
+      if (!is_reference_implementation(candidate)) {
+        pd = candidate;
+        break;
+      }
+      if (!pd) pd = candidate;
+    }
+    const memory::desc own_dst = user_desc(s.n, s.o, s.oh, s.ow, channels_last);
+    if (accumulate && !dynamic() && pd->dst_desc() == own_dst) pd = primitive_desc(s, pd->src_desc(), own_dst, true);
+    return *pd;
+  }
+
+  // The reorder that brings the caller's f32 input into the primitive's source: int8 quantises on
+  // the way, with the static 1/s_x, or with runtime per-image 1/s_x when dynamic.
+  dnnl::primitive_attr source_reorder_attr() const {
+    dnnl::primitive_attr attr = packed_kernel_attr(false);
+    if (dynamic()) attr.set_output_scales(1 << 0, {DNNL_RUNTIME_F32_VAL});
+    else if (int8()) attr.set_output_scales(0, {1.0f / input_scale});
+    return attr;
+  }
+
   std::shared_ptr<const ConvPlan> make_plan(const ConvShape& s, const PlanKey& key, WeightLayouts& weights) const {
     count_plan_created();
     ConvPd pd = choose_primitive_desc(s, key.accumulate, key.channels_last);
@@ -147,17 +231,22 @@ struct PackedConv2d::Impl {
     plan->conv_scratchpad = pd.scratchpad_desc();
     const auto& eng = cpu_engine();
     if (plan->src != plan->user_src) {
-      dnnl::reorder::primitive_desc r(eng, plan->user_src, eng, plan->src, packed_kernel_attr(false));
+      dnnl::reorder::primitive_desc r(eng, plan->user_src, eng, plan->src, source_reorder_attr());
       plan->to_src = dnnl::reorder(r);
       plan->to_src_scratchpad = r.scratchpad_desc();
     }
-    if (plan->dst != plan->user_dst) {
+    if (dynamic()) {
+      plan->int32_channels_last = plan->dst == memory::desc({s.n, s.o, s.oh, s.ow}, dt::s32, tag::nhwc);
+      plan->accumulate = key.accumulate;
+      plan->channels_last = key.channels_last;
+    } else if (plan->dst != plan->user_dst) {
       dnnl::reorder::primitive_desc r(eng, plan->dst, eng, plan->user_dst, packed_kernel_attr(key.accumulate));
       plan->from_dst = dnnl::reorder(r);
       plan->from_dst_scratchpad = r.scratchpad_desc();
     }
     plan->scratchpad_bytes =
         max_scratchpad_bytes({plan->conv_scratchpad, plan->to_src_scratchpad, plan->from_dst_scratchpad});
+    if (int8()) check_int8_weight_preparation(pd.weights_desc(), seven_bit_weights, "packed conv2d");
     plan->weights = weights.in_layout(pd.weights_desc());
     return plan;
   }
@@ -175,7 +264,7 @@ struct PackedConv2d::Impl {
 
   Tensor forward(const Tensor& x, bool channels_last) const {
     ConvShape s = shape_of(x.shape(), channels_last);
-    count_conv_macs(s);
+    count_work(s);
     Tensor y = Tensor::empty(channels_last ? Shape{s.n, s.oh, s.ow, s.o} : Shape{s.n, s.o, s.oh, s.ow});
     run(*plan_for(s, false, channels_last), x, y);
     return y;
@@ -187,8 +276,13 @@ struct PackedConv2d::Impl {
     SDRT_CHECK(acc.shape() == out, "packed conv2d: accumulator ", shape_str(acc.shape()), " is not the output shape ",
                shape_str(out), " for input ", shape_str(x.shape()));
     SDRT_CHECK(acc.data() != x.data(), "packed conv2d: cannot accumulate into the input");
-    count_conv_macs(s);
+    count_work(s);
     run(*plan_for(s, true, channels_last), x, acc);
+  }
+
+  void count_work(const ConvShape& s) const {
+    if (int8()) count_int8_macs(s.n * s.o * s.oh * s.ow * s.c * s.kh * s.kw);
+    else count_conv_macs(s);
   }
 
   // y = conv(x) + bias, or y += conv(x) + bias with a plan made for accumulating.
@@ -199,22 +293,44 @@ struct PackedConv2d::Impl {
     memory user_src = wrap_memory(plan.user_src, x.data()), user_dst = wrap_memory(plan.user_dst, y.data());
     memory src = user_src, dst = user_dst;
     Tensor src_buffer, dst_buffer;  // activations in the convolution's layout, when it differs
+    const int64_t images = plan.user_src.dims()[0];
+    std::vector<float> input_scales, inverse_scales;  // dynamic int8: per image
+    if (dynamic()) {
+      input_scales.assign(images, 1.0f);
+      if (compute) {
+        absmax_per_chunk(x.data(), images, x.numel() / std::max<int64_t>(images, 1), input_scales.data());
+        for (float& v : input_scales) v = int8_dynamic_scale(v);
+      }
+      for (float v : input_scales) inverse_scales.push_back(1.0f / v);
+    }
     if (plan.to_src) {
       src_buffer = buffer_for(plan.src);
       src = wrap_memory(plan.src, src_buffer.data());
       std::unordered_map<int, memory> args{{DNNL_ARG_FROM, user_src}, {DNNL_ARG_TO, src}};
+      if (dynamic())
+        args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES, wrap_memory(memory::desc({images}, dt::f32, tag::x), inverse_scales.data()));
       scratchpad.add_to(args, plan.to_src_scratchpad);
       if (compute) plan.to_src->execute(stream, args);
     }
-    if (plan.from_dst) {
+    if (plan.from_dst || dynamic()) {
       dst_buffer = buffer_for(plan.dst);
       dst = wrap_memory(plan.dst, dst_buffer.data());
     }
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, *plan.weights}, {DNNL_ARG_DST, dst}};
-    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, wrap_memory(memory::desc({bias.numel()}, dt::f32, tag::x), bias.data()));
+    if (const Tensor* b = primitive_bias())
+      args.emplace(DNNL_ARG_BIAS, wrap_memory(memory::desc({b->numel()}, dt::f32, tag::x), b->data()));
     scratchpad.add_to(args, plan.conv_scratchpad);
     if (!compute) return;
     plan.conv.execute(stream, args);
+    if (dynamic()) {
+      stream.wait();
+      const memory::dims& d = plan.dst.dims();
+      dequantize_int32(reinterpret_cast<const int32_t*>(dst_buffer.data()), plan.int32_channels_last, y.data(),
+                       plan.channels_last, d[0], d[1], d[2] * d[3],
+                       {input_scales.data(), weight_scales.data(), bias.defined() ? bias.data() : nullptr,
+                        plan.accumulate});
+      return;
+    }
     if (plan.from_dst) {
       std::unordered_map<int, memory> out_args{{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, user_dst}};
       scratchpad.add_to(out_args, plan.from_dst_scratchpad);
@@ -228,8 +344,25 @@ PackedConv2d::PackedConv2d(Tensor weight, Tensor bias, Conv2dParams params, Prec
   SDRT_CHECK(weight.rank() == 4, "packed conv2d: weight must be [O, C, kh, kw], got ", shape_str(weight.shape()));
   SDRT_CHECK(!bias.defined() || bias.numel() == weight.dim(0), "packed conv2d: bias ", shape_str(bias.shape()),
              " does not match weight ", shape_str(weight.shape()));
+  SDRT_CHECK(precision != Precision::int8, "packed conv2d: int8 takes Int8Weights");
   require_precision_supported(precision);
   impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), params, precision);
+  impl_->pack_for_nominal_input();
+}
+
+PackedConv2d::PackedConv2d(Int8Weights weight, Tensor bias, Conv2dParams params, float input_scale) {
+  weight.validate("packed conv2d");
+  SDRT_CHECK(weight.shape.size() == 4, "packed conv2d: int8 weight must be [O, C, kh, kw], got ",
+             shape_str(weight.shape));
+  SDRT_CHECK(!bias.defined() || bias.numel() == weight.shape[0], "packed conv2d: bias ", shape_str(bias.shape()),
+             " does not match weight ", shape_str(weight.shape));
+  SDRT_CHECK(std::isfinite(input_scale) && input_scale >= 0, "packed conv2d: input scale ", input_scale,
+             " (must be finite and > 0, or 0 for dynamic)");
+  require_precision_supported(Precision::int8);
+  const bool seven_bit = !onednn_int8_has_vnni() && !int8_convolutions_halve_weights();  // see kernels/int8.h
+  if (seven_bit) weight = seven_bit_weights(weight);
+  impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), params, input_scale);
+  impl_->seven_bit_weights = seven_bit;
   impl_->pack_for_nominal_input();
 }
 
@@ -245,6 +378,7 @@ int64_t PackedConv2d::out_channels() const { return impl_->weight_shape[0]; }
 const Shape& PackedConv2d::weight_shape() const { return impl_->weight_shape; }
 const Conv2dParams& PackedConv2d::params() const { return impl_->params; }
 Precision PackedConv2d::precision() const { return impl_->precision; }
+float PackedConv2d::input_scale() const { return impl_->input_scale; }
 
 size_t PackedConv2d::weight_bytes() const { return impl_->plans.weight_bytes(); }
 size_t PackedConv2d::cached_plans() const { return impl_->plans.size(); }

@@ -16,6 +16,7 @@
 #include <memory>
 
 #include "core/tensor.h"
+#include "kernels/int8.h"
 #include "kernels/kernels.h"
 
 namespace sdrt::kernels {
@@ -27,6 +28,9 @@ class PackedConv2d {
   // convolutions), so handing over the last reference frees the unpacked copy. `precision` bf16
   // stores the weights in bf16 and rounds the input to bf16 (see Precision).
   PackedConv2d(Tensor weight, Tensor bias, Conv2dParams params, Precision precision = Precision::f32);
+  // int8 (kernels/int8.h): `weight` quantised per output channel; `input_scale` > 0 is the static
+  // activation scale, 0 quantises each image's input by its own range on every call (dynamic).
+  PackedConv2d(Int8Weights weight, Tensor bias, Conv2dParams params, float input_scale);
   ~PackedConv2d();
   PackedConv2d(const PackedConv2d&) = delete;
   PackedConv2d& operator=(const PackedConv2d&) = delete;
@@ -47,6 +51,7 @@ class PackedConv2d {
   const Shape& weight_shape() const;
   const Conv2dParams& params() const;
   Precision precision() const;
+  float input_scale() const;  // int8: the static activation scale, 0 if dynamic
   // Bytes of weights held: every packed layout, plus the unpacked tensor while still referenced.
   size_t weight_bytes() const;
   // Input shapes that have a cached plan.

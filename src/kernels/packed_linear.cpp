@@ -1,11 +1,13 @@
 #include "kernels/packed_linear.h"
 
+#include <cmath>
 #include <compare>
 #include <optional>
 
 #include "core/dry_run.h"
 #include "core/error.h"
 #include "kernels/conv_linear_shapes.h"
+#include "kernels/int8.h"
 #include "kernels/op_counter.h"
 #include "kernels/packed_weights.h"
 
@@ -24,6 +26,17 @@ constexpr size_t kMaxCachedPlans = 16;
 // The weights are packed at construction with the primitive for this many rows.
 constexpr int64_t kNominalRows = 64;
 
+// Whether oneDNN's int8 matmuls halve the weights themselves without VNNI (its GEMM-based one,
+// all there is on AVX2 in oneDNN 2.6, does not), probed once; every plan checks that its own agrees.
+bool int8_matmuls_halve_weights() {
+  static const bool halves = [] {
+    memory::desc a({64, 64}, dt::s8, tag::ab), b({64, 64}, dt::s8, tag::any), c({64, 64}, dt::f32, tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), cpu_engine());
+    return onednn_halves_int8_weights(pd.weights_desc());
+  }();
+  return halves;
+}
+
 struct PlanKey {
   int64_t rows;
   bool accumulate;
@@ -33,8 +46,9 @@ struct PlanKey {
 struct LinearPlan {
   dnnl::matmul matmul;
   memory::desc user_src, src, dst, scratchpad;
-  std::optional<dnnl::reorder> to_src;  // f32 -> bf16 input conversion, in bf16 only
+  std::optional<dnnl::reorder> to_src;  // f32 -> bf16/int8 input conversion, absent in f32
   std::shared_ptr<const memory> weights;
+  bool accumulate = false;
 };
 
 }  // namespace
@@ -44,6 +58,12 @@ struct PackedLinear::Impl {
   Tensor bias;
   Precision precision;
   mutable PlanCache<PlanKey, LinearPlan> plans;
+  // int8 only, as in PackedConv2d: static plans scale (acc + scaled_bias) by output_scales inside
+  // the matmul; dynamic ones (per-row scales) write int32 and the epilogue does the rest.
+  std::vector<float> weight_scales, output_scales;
+  float input_scale = 0;
+  Tensor scaled_bias;
+  bool seven_bit_weights = false;  // halved by sdrt for a CPU without VNNI (kernels/int8.h)
 
   // The weight [out, in] is the matmul's [in, out] operand stored transposed (format ba).
   Impl(Tensor weight, Tensor bias_, Precision precision_)
@@ -51,7 +71,32 @@ struct PackedLinear::Impl {
         out(weight.dim(0)),
         bias(std::move(bias_)),
         precision(precision_),
-        plans(std::move(weight), memory::desc({in, out}, dt::f32, tag::ba), kMaxCachedPlans) {}
+        plans(WeightLayouts(std::move(weight), memory::desc({in, out}, dt::f32, tag::ba)), kMaxCachedPlans) {}
+
+  Impl(Int8Weights weight, Tensor bias_, float input_scale_)
+      : in(weight.shape[1]),
+        out(weight.shape[0]),
+        bias(std::move(bias_)),
+        precision(Precision::int8),
+        plans(WeightLayouts(weight.data, weight.data.get(), memory::desc({in, out}, dt::s8, tag::ba)),
+              kMaxCachedPlans),
+        weight_scales(std::move(weight.scales)),
+        input_scale(input_scale_) {
+    if (dynamic()) return;
+    output_scales.resize(out);
+    for (int64_t o = 0; o < out; ++o) output_scales[o] = input_scale * weight_scales[o];
+    if (bias.defined()) {
+      scaled_bias = Tensor::empty(bias.shape());
+      for (int64_t o = 0; o < out; ++o) scaled_bias.data()[o] = bias.data()[o] / output_scales[o];
+    }
+  }
+
+  bool int8() const { return precision == Precision::int8; }
+  bool dynamic() const { return int8() && input_scale == 0; }
+  const Tensor* primitive_bias() const {
+    if (!bias.defined() || dynamic()) return nullptr;
+    return int8() ? &scaled_bias : &bias;
+  }
 
   LinearShape shape_of(const Shape& x_shape) const {
     return check_linear(x_shape, {out, in}, bias.defined() ? bias.numel() : -1);
@@ -59,11 +104,21 @@ struct PackedLinear::Impl {
 
   dnnl::matmul::primitive_desc primitive_desc(int64_t rows, bool accumulate) const {
     dt compute_type = compute_data_type(precision);
-    memory::desc src({rows, in}, compute_type, tag::ab), dst({rows, out}, dt::f32, tag::ab);
+    memory::desc src({rows, in}, compute_type, tag::ab), dst({rows, out}, dynamic() ? dt::s32 : dt::f32, tag::ab);
     memory::desc weights_any({in, out}, compute_type, tag::any);
-    auto desc = bias.defined() ? dnnl::matmul::desc(src, weights_any, memory::desc({1, out}, dt::f32, tag::ab), dst)
-                               : dnnl::matmul::desc(src, weights_any, dst);
-    return dnnl::matmul::primitive_desc(desc, packed_kernel_attr(accumulate), cpu_engine());
+    auto desc = primitive_bias() ? dnnl::matmul::desc(src, weights_any, memory::desc({1, out}, dt::f32, tag::ab), dst)
+                                 : dnnl::matmul::desc(src, weights_any, dst);
+    dnnl::primitive_attr attr = packed_kernel_attr(accumulate && !dynamic());
+    if (int8() && !dynamic()) attr.set_output_scales(1 << 1, output_scales);
+    return dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
+  }
+
+  // f32 -> the matmul's input type; int8 quantises with 1/s_x, static or per row (runtime).
+  dnnl::primitive_attr source_reorder_attr() const {
+    dnnl::primitive_attr attr = packed_kernel_attr(false);
+    if (dynamic()) attr.set_output_scales(1 << 0, {DNNL_RUNTIME_F32_VAL});
+    else if (int8()) attr.set_output_scales(0, {1.0f / input_scale});
+    return attr;
   }
 
   std::shared_ptr<const LinearPlan> make_plan(int64_t rows, bool accumulate, WeightLayouts& weights) const {
@@ -76,11 +131,13 @@ struct PackedLinear::Impl {
     plan->dst = pd.dst_desc();
     plan->scratchpad = pd.scratchpad_desc();
     if (plan->src != plan->user_src) {
-      dnnl::reorder::primitive_desc r(cpu_engine(), plan->user_src, cpu_engine(), plan->src, packed_kernel_attr(false));
+      dnnl::reorder::primitive_desc r(cpu_engine(), plan->user_src, cpu_engine(), plan->src, source_reorder_attr());
       SDRT_CHECK(r.scratchpad_desc().get_size() == 0, "packed linear: input conversion needs a scratchpad");
       plan->to_src = dnnl::reorder(r);
     }
+    if (int8()) check_int8_weight_preparation(pd.weights_desc(), seven_bit_weights, "packed linear");
     plan->weights = weights.in_layout(pd.weights_desc());
+    plan->accumulate = accumulate;
     return plan;
   }
 
@@ -95,22 +152,49 @@ struct PackedLinear::Impl {
   void run(const LinearPlan& plan, const Tensor& x, Tensor& y) const {
     dnnl::stream& stream = cpu_stream();
     Scratchpad scratchpad(plan.scratchpad.get_size());
+    const int64_t rows = plan.user_src.dims()[0];
+    const bool compute = !in_dry_run();
+    std::vector<float> input_scales, inverse_scales;  // dynamic int8: per row
+    if (dynamic()) {
+      input_scales.assign(rows, 1.0f);
+      if (compute) {
+        absmax_per_chunk(x.data(), rows, in, input_scales.data());
+        for (float& v : input_scales) v = int8_dynamic_scale(v);
+      }
+      for (float v : input_scales) inverse_scales.push_back(1.0f / v);
+    }
     memory src = wrap_memory(plan.user_src, x.data());
     Tensor src_buffer;  // the input in the matmul's data type, when it differs
     if (plan.to_src) {
       src_buffer = buffer_for(plan.src);
       memory converted = wrap_memory(plan.src, src_buffer.data());
-      if (!in_dry_run()) plan.to_src->execute(stream, src, converted);
+      std::unordered_map<int, memory> args{{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, converted}};
+      if (dynamic())
+        args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES, wrap_memory(memory::desc({rows}, dt::f32, tag::x), inverse_scales.data()));
+      if (compute) plan.to_src->execute(stream, args);
       src = converted;
     }
-    if (in_dry_run()) return;
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src},
-                                         {DNNL_ARG_WEIGHTS, *plan.weights},
-                                         {DNNL_ARG_DST, wrap_memory(plan.dst, y.data())}};
-    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, wrap_memory(memory::desc({1, out}, dt::f32, tag::ab), bias.data()));
+    Tensor int32_buffer;  // dynamic int8: the accumulators
+    if (dynamic()) int32_buffer = buffer_for(plan.dst);
+    if (!compute) return;
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, src},
+        {DNNL_ARG_WEIGHTS, *plan.weights},
+        {DNNL_ARG_DST, wrap_memory(plan.dst, dynamic() ? int32_buffer.data() : y.data())}};
+    if (const Tensor* b = primitive_bias())
+      args.emplace(DNNL_ARG_BIAS, wrap_memory(memory::desc({1, out}, dt::f32, tag::ab), b->data()));
     scratchpad.add_to(args, plan.scratchpad);
     plan.matmul.execute(stream, args);
     stream.wait();
+    if (dynamic())
+      dequantize_int32(reinterpret_cast<const int32_t*>(int32_buffer.data()), true, y.data(), true, rows, out, 1,
+                       {input_scales.data(), weight_scales.data(), bias.defined() ? bias.data() : nullptr,
+                        plan.accumulate});
+  }
+
+  void count_work(const LinearShape& s) const {
+    if (int8()) count_int8_macs(s.rows * s.in * s.out);
+    else count_linear_macs(s);
   }
 };
 
@@ -119,8 +203,24 @@ PackedLinear::PackedLinear(Tensor weight, Tensor bias, Precision precision) {
              shape_str(weight.shape()));
   SDRT_CHECK(!bias.defined() || bias.numel() == weight.dim(0), "packed linear: bias ", shape_str(bias.shape()),
              " does not match weight ", shape_str(weight.shape()));
+  SDRT_CHECK(precision != Precision::int8, "packed linear: int8 takes Int8Weights");
   require_precision_supported(precision);
   impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), precision);
+  impl_->pack_for_nominal_input();
+}
+
+PackedLinear::PackedLinear(Int8Weights weight, Tensor bias, float input_scale) {
+  weight.validate("packed linear");
+  SDRT_CHECK(weight.shape.size() == 2, "packed linear: int8 weight must be [out, in], got ", shape_str(weight.shape));
+  SDRT_CHECK(!bias.defined() || bias.numel() == weight.shape[0], "packed linear: bias ", shape_str(bias.shape()),
+             " does not match weight ", shape_str(weight.shape));
+  SDRT_CHECK(std::isfinite(input_scale) && input_scale >= 0, "packed linear: input scale ", input_scale,
+             " (must be finite and > 0, or 0 for dynamic)");
+  require_precision_supported(Precision::int8);
+  const bool seven_bit = !onednn_int8_has_vnni() && !int8_matmuls_halve_weights();  // see kernels/int8.h
+  if (seven_bit) weight = seven_bit_weights(weight);
+  impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), input_scale);
+  impl_->seven_bit_weights = seven_bit;
   impl_->pack_for_nominal_input();
 }
 
@@ -128,7 +228,7 @@ PackedLinear::~PackedLinear() = default;
 
 Tensor PackedLinear::operator()(const Tensor& x) const {
   LinearShape s = impl_->shape_of(x.shape());
-  count_linear_macs(s);
+  impl_->count_work(s);
   Tensor y = Tensor::empty(linear_output_shape(x.shape(), s.out));
   if (s.rows > 0) impl_->run(*impl_->plan_for(s.rows, false), x, y);
   return y;
@@ -139,13 +239,14 @@ void PackedLinear::accumulate(const Tensor& x, Tensor& acc) const {
   SDRT_CHECK(acc.shape() == linear_output_shape(x.shape(), s.out), "packed linear: accumulator ",
              shape_str(acc.shape()), " is not the output shape for input ", shape_str(x.shape()));
   SDRT_CHECK(acc.data() != x.data(), "packed linear: cannot accumulate into the input");
-  count_linear_macs(s);
+  impl_->count_work(s);
   if (s.rows > 0) impl_->run(*impl_->plan_for(s.rows, true), x, acc);
 }
 
 int64_t PackedLinear::in_features() const { return impl_->in; }
 int64_t PackedLinear::out_features() const { return impl_->out; }
 Precision PackedLinear::precision() const { return impl_->precision; }
+float PackedLinear::input_scale() const { return impl_->input_scale; }
 
 size_t PackedLinear::weight_bytes() const { return impl_->plans.weight_bytes(); }
 size_t PackedLinear::cached_plans() const { return impl_->plans.size(); }

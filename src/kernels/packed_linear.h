@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "core/tensor.h"
+#include "kernels/int8.h"
 #include "kernels/kernels.h"
 
 namespace sdrt::kernels {
@@ -21,6 +22,9 @@ class PackedLinear {
   // `weight` afterwards, so handing over the last reference frees the unpacked copy. `precision`
   // bf16 stores the weights in bf16 and rounds the input to bf16 (see Precision).
   PackedLinear(Tensor weight, Tensor bias, Precision precision = Precision::f32);
+  // int8 (kernels/int8.h): `weight` quantised per output channel; `input_scale` > 0 is the static
+  // activation scale, 0 quantises each row of the input by its own range on every call (dynamic).
+  PackedLinear(Int8Weights weight, Tensor bias, float input_scale);
   ~PackedLinear();
   PackedLinear(const PackedLinear&) = delete;
   PackedLinear& operator=(const PackedLinear&) = delete;
@@ -34,6 +38,7 @@ class PackedLinear {
   int64_t in_features() const;
   int64_t out_features() const;
   Precision precision() const;
+  float input_scale() const;  // int8: the static activation scale, 0 if dynamic
   // Bytes of weights held: every packed layout, plus the unpacked tensor while still referenced.
   size_t weight_bytes() const;
   // Row counts that have a cached primitive.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "kernels/int8.h"
 #include "kernels/kernels.h"
 
 namespace sdrt::kernels {
@@ -10,36 +11,73 @@ namespace sdrt::kernels {
 Precision precision_from_name(const std::string& name) {
   if (name == "fp32" || name == "f32") return Precision::f32;
   if (name == "bf16") return Precision::bf16;
-  fail("unknown precision '", name, "' (expected fp32 or bf16)");
+  if (name == "int8") return Precision::int8;
+  fail("unknown precision '", name, "' (expected fp32, bf16 or int8)");
 }
 
-const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::bf16: return "bf16";
+    case Precision::int8: return "int8";
+    default: return "fp32";
+  }
+}
 
 namespace {
 
-// Whether oneDNN can make a bf16 matmul here: the same capability check its convolutions and
-// inner products make.
+// Whether oneDNN can make a matmul with `type` inputs here: the same capability check its
+// convolutions and inner products make.
+bool onednn_has_matmul(dnnl::memory::data_type type) {
+  using dnnl::memory;
+  const memory::desc a({16, 16}, type, memory::format_tag::ab);
+  const memory::desc c({16, 16}, memory::data_type::f32, memory::format_tag::ab);
+  try {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, a, c), cpu_engine());
+    return true;
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
 bool onednn_has_bf16() {
-  static const bool has = [] {
-    using dnnl::memory;
-    const memory::desc a({16, 16}, memory::data_type::bf16, memory::format_tag::ab);
-    const memory::desc c({16, 16}, memory::data_type::f32, memory::format_tag::ab);
-    try {
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, a, c), cpu_engine());
-      return true;
-    } catch (const dnnl::error&) {
-      return false;
-    }
-  }();
+  static const bool has = onednn_has_matmul(dnnl::memory::data_type::bf16);
   return has;
 }
 
 }  // namespace
 
 std::string precision_unsupported_reason(Precision p) {
+  if (p == Precision::int8) {
+    static const bool has_int8 = onednn_has_matmul(dnnl::memory::data_type::s8);
+    if (has_int8) return {};
+    return "precision int8: oneDNN " + onednn_version() + " has no int8 matmul at " + onednn_isa_name() +
+           " here: use --precision fp32";
+  }
   if (p != Precision::bf16 || onednn_has_bf16()) return {};
   return "precision bf16 needs a CPU with AVX-512 (oneDNN's bf16 kernels start at avx512_core) and oneDNN runs at " +
          onednn_isa_name() + " here: use --precision fp32";
+}
+
+bool onednn_int8_has_vnni() {
+  static const bool has = [] {
+    const std::string isa = onednn_isa_name();
+    return isa.find("vnni") != std::string::npos || isa.find("bf16") != std::string::npos ||
+           isa.find("amx") != std::string::npos;
+  }();
+  return has;
+}
+
+bool onednn_halves_int8_weights(const dnnl::memory::desc& weights) {
+  return (weights.data.extra.flags & dnnl_memory_extra_flag_scale_adjust) != 0 && weights.data.extra.scale_adjust != 1.0f;
+}
+
+void check_int8_weight_preparation(const dnnl::memory::desc& weights, bool seven_bit, const char* kernel) {
+  if (onednn_int8_has_vnni()) return;
+  const bool halved_by_onednn = onednn_halves_int8_weights(weights);
+  SDRT_CHECK(halved_by_onednn != seven_bit, kernel, ": oneDNN ", onednn_version(), " at ", onednn_isa_name(),
+             halved_by_onednn ? " halves int8 weights that sdrt already made 7-bit"
+                              : " would multiply 8-bit weights with saturating vpmaddubsw",
+             " for this shape; please report it");
 }
 
 void require_precision_supported(Precision p) {
@@ -48,7 +86,11 @@ void require_precision_supported(Precision p) {
 }
 
 dnnl::memory::data_type compute_data_type(Precision p) {
-  return p == Precision::bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+  switch (p) {
+    case Precision::bf16: return dnnl::memory::data_type::bf16;
+    case Precision::int8: return dnnl::memory::data_type::s8;
+    default: return dnnl::memory::data_type::f32;
+  }
 }
 
 dnnl::memory wrap_memory(const dnnl::memory::desc& desc, const void* data) {
@@ -60,8 +102,16 @@ WeightLayouts::WeightLayouts(Tensor unpacked, const dnnl::memory::desc& unpacked
   SDRT_CHECK(unpacked.defined() && static_cast<size_t>(unpacked.numel()) * sizeof(float) == unpacked_desc.get_size(),
              "packed weights: tensor ", shape_str(unpacked.shape()), " does not fill its layout of ",
              unpacked_desc.get_size(), " bytes");
-  auto view = std::make_shared<dnnl::memory>(wrap_memory(unpacked_desc, unpacked.data()));
-  layouts_.push_back({std::move(view), std::move(unpacked)});
+  const float* data = unpacked.data();
+  auto view = std::make_shared<dnnl::memory>(wrap_memory(unpacked_desc, data));
+  layouts_.push_back({std::move(view), std::make_shared<const Tensor>(std::move(unpacked))});
+}
+
+WeightLayouts::WeightLayouts(std::shared_ptr<const void> owner, const void* data,
+                             const dnnl::memory::desc& unpacked_desc) {
+  SDRT_CHECK(owner && data, "packed weights: no data");
+  auto view = std::make_shared<dnnl::memory>(wrap_memory(unpacked_desc, data));
+  layouts_.push_back({std::move(view), std::move(owner)});
 }
 
 std::shared_ptr<const dnnl::memory> WeightLayouts::in_layout(const dnnl::memory::desc& desc) {
@@ -72,7 +122,7 @@ std::shared_ptr<const dnnl::memory> WeightLayouts::in_layout(const dnnl::memory:
   dnnl::memory& source = *layouts_.front().memory;
   dnnl::reorder(source, *packed).execute(cpu_stream(), source, *packed);
   cpu_stream().wait();
-  layouts_.push_back({packed, Tensor()});
+  layouts_.push_back({packed, nullptr});
   drop_unused_except(packed.get());
   return packed;
 }

@@ -23,6 +23,14 @@ dnnl::memory wrap_memory(const dnnl::memory::desc& desc, const void* data);
 // The data type of a packed kernel's weights and source activations at precision `p`.
 dnnl::memory::data_type compute_data_type(Precision p);
 
+// int8 without VNNI (kernels/int8.h): whether oneDNN's packed layout `weights` halves the weights
+// itself (its "scale adjust", which its int8 convolutions apply) so that vpmaddubsw cannot
+// saturate. Where it does not (its int8 GEMM), the kernel must be given 7-bit weights.
+bool onednn_halves_int8_weights(const dnnl::memory::desc& weights);
+// Checks that a plan's packed weights `weights` agree with how the layer's weights were prepared
+// (`seven_bit`: sdrt halved them), so that no int8 primitive can saturate unnoticed.
+void check_int8_weight_preparation(const dnnl::memory::desc& weights, bool seven_bit, const char* kernel);
+
 // One layer's weights in the layouts its primitives asked for (usually exactly one: oneDNN picks
 // the weight layout from the channel counts, not the input size).
 //
@@ -36,6 +44,8 @@ class WeightLayouts {
  public:
   // `unpacked` in layout `unpacked_desc` (e.g. oihw for conv weights [O, C, kh, kw]).
   WeightLayouts(Tensor unpacked, const dnnl::memory::desc& unpacked_desc);
+  // The same for weights of any data type (int8) at `data`, kept alive by `owner` until packed.
+  WeightLayouts(std::shared_ptr<const void> owner, const void* data, const dnnl::memory::desc& unpacked_desc);
 
   // The weights in layout `desc`, reordered from an existing layout on first request. Holding the
   // returned pointer keeps that layout alive.
@@ -48,7 +58,7 @@ class WeightLayouts {
  private:
   struct Layout {
     std::shared_ptr<dnnl::memory> memory;
-    Tensor storage;  // set when `memory` views a tensor (the unpacked weights) rather than owning its buffer
+    std::shared_ptr<const void> storage;  // set when `memory` views the unpacked weights rather than owning its buffer
   };
   void drop_unused_except(const dnnl::memory* keep);
 
@@ -63,8 +73,7 @@ class WeightLayouts {
 template <class Key, class Plan>
 class PlanCache {
  public:
-  PlanCache(Tensor unpacked, const dnnl::memory::desc& unpacked_desc, size_t capacity)
-      : weights_(std::move(unpacked), unpacked_desc), capacity_(capacity) {}
+  PlanCache(WeightLayouts weights, size_t capacity) : weights_(std::move(weights)), capacity_(capacity) {}
 
   // The plan for `key`; on first use made by make(weights), which picks its weight layout with
   // weights.in_layout().
