@@ -46,8 +46,10 @@ Command add_bench_command(CLI::App& app) {
   cmd->add_option("--width,-W", b.width, "image width, a multiple of 8 (default: the model's native size)");
   cmd->add_option("--height,-H", b.height, "image height, a multiple of 8 (default: the model's native size)");
   cmd->add_option("--steps", b.steps, "denoising steps per run")->capture_default_str();
-  cmd->add_option("--precision", b.precision, "compute precision of convolutions, linear layers and attention: fp32 or bf16")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
+  cmd->add_option("--precision", b.precision, "compute precision of convolutions, linear layers and attention: fp32, bf16, or int8 (the UNet's "
+                  "convolutions and linear layers quantised at load with dynamic scales; an int8 model folder from "
+                  "sdrt quantize runs its own static int8 layers whatever this says)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}))
       ->capture_default_str();
   cmd->add_option("--residency", b.residency,
                   "resident: models load once and stay (stage times exclude loading); per-stage: each run loads "

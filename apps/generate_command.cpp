@@ -138,8 +138,10 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--output-tensor", o->output_tensor,
                   "also write safetensors with 'image' (float32 NHWC in [0,1]) and final 'latents'");
   cmd->add_option("--threads,-t", o->threads, "threads (default: physical cores)");
-  cmd->add_option("--precision", o->precision, "compute precision of convolutions, linear layers and attention: fp32 or bf16")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
+  cmd->add_option("--precision", o->precision, "compute precision of convolutions, linear layers and attention: fp32, bf16, or int8 (the UNet's "
+                  "convolutions and linear layers quantised at load with dynamic scales; an int8 model folder from "
+                  "sdrt quantize runs its own static int8 layers whatever this says)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}))
       ->capture_default_str();
   cmd->add_option("--residency", o->residency,
                   "per-stage: each model is loaded for its stage only and then freed (the lowest peak memory); "

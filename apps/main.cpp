@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   add(sdrt::app::add_init_random_command);
   add(sdrt::app::add_inspect_command);
   add(sdrt::app::add_bench_command);
+  add(sdrt::app::add_quantize_command);
   CLI11_PARSE(app, argc, argv);
   try {
     sdrt::active_isa();  // a bad SDRT_MAX_ISA stops here, before any work

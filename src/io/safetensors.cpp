@@ -323,6 +323,14 @@ void SafeTensorsWriter::add_u8(const std::string& name, const Shape& shape, cons
   entries_[name] = Entry{DType::U8, shape, values};
 }
 
+void SafeTensorsWriter::add_raw(const std::string& name, DType dtype, const Shape& shape,
+                                std::span<const uint8_t> bytes) {
+  SDRT_CHECK(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype) == bytes.size(), "add_raw: '", name, "' ",
+             shape_str(shape), " ", dtype_name(dtype), " needs ", shape_numel(shape) * dtype_size(dtype),
+             " bytes, got ", bytes.size());
+  entries_[name] = Entry{dtype, shape, std::vector<uint8_t>(bytes.begin(), bytes.end())};
+}
+
 void SafeTensorsWriter::write(const std::string& path) const {
   nlohmann::json header = nlohmann::json::object();
   if (!metadata_.empty()) header["__metadata__"] = metadata_;

@@ -72,6 +72,9 @@ class SafeTensorsWriter {
   void add(const std::string& name, const Tensor& t, DType dtype = DType::F32);
   void add_i64(const std::string& name, const Shape& shape, const std::vector<int64_t>& values);
   void add_u8(const std::string& name, const Shape& shape, const std::vector<uint8_t>& values);
+  // Stores `bytes` as they are, as a tensor of `dtype` and `shape` (e.g. int8 weights, or a tensor
+  // copied from another file without conversion).
+  void add_raw(const std::string& name, DType dtype, const Shape& shape, std::span<const uint8_t> bytes);
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
   // Writes to a temporary file and renames it, so a crash never leaves a half-written file.
   void write(const std::string& path) const;

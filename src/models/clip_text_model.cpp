@@ -80,6 +80,8 @@ Tensor ClipEncoderLayer::operator()(const Tensor& x) const {
 
 ClipTextModel ClipTextModel::load(const std::string& dir, kernels::Precision precision) {
   ClipTextConfig config = ClipTextConfig::load(Config::load(dir + "/config.json"));
+  // int8 is the UNet's (the 8-bit method quantises only the UNet); this model then runs f32.
+  if (precision == kernels::Precision::int8) precision = kernels::Precision::f32;
   WeightSource weights = WeightSource::open(find_weights_file(dir)).with_compute_precision(precision);
   auto model = load(config, weights);
   warn_unused(weights);

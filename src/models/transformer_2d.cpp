@@ -20,9 +20,7 @@ constexpr int64_t kFeedForwardMult = 4;
 // with its checkpoint fails at load (Linear::load would accept either layout); the conv weight
 // is then viewed as the equivalent Linear.
 Linear load_projection(const WeightSource& w, const std::string& name, int64_t in, int64_t out, bool linear) {
-  Tensor weight =
-      linear ? w.get(name + ".weight", {out, in}) : w.get(name + ".weight", {out, in, 1, 1}).reshape({out, in});
-  return Linear(std::move(weight), w.get(name + ".bias", {out}), w.compute_precision());
+  return Linear::load_stored_as(w, name, linear ? Shape{out, in} : Shape{out, in, 1, 1}, in, out);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "models/component_files.h"
+#include "models/quantization_config.h"
 
 namespace sdrt {
 
@@ -101,7 +102,16 @@ Conv2d load_same_conv(const WeightSource& w, const std::string& name, int64_t in
 
 UNet2DConditionModel UNet2DConditionModel::load(const std::string& dir, kernels::Precision precision) {
   UNetConfig cfg = UNetConfig::load(Config::load((std::filesystem::path(dir) / "config.json").string()));
-  WeightSource weights = WeightSource::open(find_weights_file(dir)).with_compute_precision(precision);
+  // int8: an int8 model folder runs its stored int8 layers (the rest at `precision`, f32 for
+  // int8); --precision int8 on a float folder quantises at load with dynamic scales.
+  std::shared_ptr<const Int8Policy> int8;
+  if (auto q = QuantizationConfig::load_if_present(dir))
+    int8 = std::make_shared<const Int8Policy>(Int8Policy::from_file(q->static_activations));
+  else if (precision == kernels::Precision::int8)
+    int8 = std::make_shared<const Int8Policy>(Int8Policy::dynamic(Int8Policy::default_keep_float()));
+  const kernels::Precision float_precision = precision == kernels::Precision::int8 ? kernels::Precision::f32 : precision;
+  WeightSource weights =
+      WeightSource::open(find_weights_file(dir)).with_compute_precision(float_precision).with_int8_policy(int8);
   UNet2DConditionModel model = load(cfg, weights);
   warn_unused(weights);
   return model;

@@ -193,6 +193,8 @@ Tensor VaeDecoder::operator()(Tensor z, VaeTrace* trace) const {
 
 AutoencoderKL AutoencoderKL::load(const std::string& dir, kernels::Precision precision) {
   VaeConfig config = VaeConfig::load(Config::load(dir + "/config.json"));
+  // int8 is the UNet's (the 8-bit method quantises only the UNet); this model then runs f32.
+  if (precision == kernels::Precision::int8) precision = kernels::Precision::f32;
   WeightSource weights = WeightSource::open(find_weights_file(dir)).with_compute_precision(precision);
   auto model = load(config, weights);
   warn_unused(weights);

@@ -1,8 +1,44 @@
 #include "models/weights.h"
 
+#include <cmath>
+#include <cstring>
+
 #include "core/error.h"
 
 namespace sdrt {
+
+Int8Policy Int8Policy::dynamic(std::vector<std::string> keep_float) {
+  Int8Policy p;
+  for (const auto& pattern : keep_float) {
+    try {
+      p.patterns_.emplace_back(pattern);
+    } catch (const std::regex_error& e) {
+      fail("int8: keep-float pattern '", pattern, "' is not a valid regular expression: ", e.what());
+    }
+  }
+  p.keep_float_ = std::move(keep_float);
+  return p;
+}
+
+Int8Policy Int8Policy::from_file(bool static_activations) {
+  Int8Policy p;
+  p.file_decides_ = true;
+  p.static_activations_ = static_activations;
+  return p;
+}
+
+const std::vector<std::string>& Int8Policy::default_keep_float() {
+  static const std::vector<std::string> patterns = {"^conv_in$", "^conv_out$", "^time_embedding\\.",
+                                                    "\\.time_emb_proj$"};
+  return patterns;
+}
+
+bool Int8Policy::quantizes(const std::string& layer) const {
+  if (file_decides_) return false;
+  for (const auto& p : patterns_)
+    if (std::regex_search(layer, p)) return false;
+  return true;
+}
 
 WeightSource::WeightSource(std::shared_ptr<const SafeTensors> file, std::string prefix)
     : file_(std::move(file)), prefix_(std::move(prefix)) {}
@@ -27,6 +63,48 @@ WeightSource WeightSource::with_compute_precision(kernels::Precision p) const {
   WeightSource s = *this;
   s.precision_ = p;
   return s;
+}
+
+WeightSource WeightSource::with_int8_policy(std::shared_ptr<const Int8Policy> policy) const {
+  WeightSource s = *this;
+  s.int8_policy_ = std::move(policy);
+  return s;
+}
+
+bool WeightSource::holds_int8(const std::string& name) const {
+  return file_ && file_->contains(full(name)) && file_->info(full(name)).dtype == DType::I8;
+}
+
+kernels::Int8Weights WeightSource::get_int8(const std::string& layer, const std::string& weight_name,
+                                            const Shape& expected) const {
+  const std::string key = full(weight_name);
+  SDRT_CHECK(holds_int8(weight_name), path(), ": tensor '", key, "' is not stored as I8");
+  const TensorInfo& info = file_->info(key);
+  const bool same_values = info.shape == expected || (shape_numel(info.shape) == shape_numel(expected) &&
+                                                      !info.shape.empty() && info.shape[0] == expected[0]);
+  if (!same_values)
+    fail(file_->path(), ": tensor '", key, "' has shape ", shape_str(info.shape), ", expected ", shape_str(expected));
+  used_->insert(key);
+  kernels::Int8Weights w;
+  w.shape = expected;
+  auto bytes = file_->raw(key);
+  // The values stay in the mapped file; the layer packs them once and then lets go.
+  w.data = std::shared_ptr<const int8_t>(file_, reinterpret_cast<const int8_t*>(bytes.data()));
+  Tensor scales = get(layer + ".weight_scale", {expected[0]});
+  w.scales.assign(scales.data(), scales.data() + scales.numel());
+  w.validate(file_->path() + ": tensor '" + full(layer + ".weight_scale") + "'");
+  return w;
+}
+
+float WeightSource::get_input_scale(const std::string& layer) const {
+  const std::string name = layer + ".input_scale";
+  if (!contains(name))
+    fail(path(), ": missing tensor '", full(name), "': int8 layer '", full(layer),
+         "' needs its static activation scale (F32, shape [1])");
+  Tensor t = get(name, {1});
+  const float v = t.data()[0];
+  SDRT_CHECK(std::isfinite(v) && v > 0, path(), ": tensor '", full(name), "' is ", v, " (must be finite and > 0)");
+  return v;
 }
 
 const std::string& WeightSource::path() const { return synthetic_ ? synthetic_->label : file_->path(); }
