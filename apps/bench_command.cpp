@@ -2,6 +2,8 @@
 // table to stdout, and with --json the full result to a file for tools.
 #include <cstdio>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "commands.h"
 #include "core/error.h"
@@ -13,6 +15,8 @@ namespace {
 
 struct BenchCommandOptions {
   BenchmarkOptions bench;
+  std::vector<std::string> precisions = {"fp32"};
+  std::vector<std::string> compare_models;  // more model folders (e.g. int8 ones from sdrt quantize)
   std::string json_file;
   bool quiet = false;
 };
@@ -24,12 +28,37 @@ void write_text_file(const std::string& path, const std::string& text) {
   if (!out.flush()) fail("--json: failed writing '", path, "'");
 }
 
+// One benchmark per precision of --precision, then one per --compare-model (at the first
+// precision), in this process one after another, and a side-by-side table when there are several.
 void run_bench(BenchCommandOptions& o) {
   if (!o.quiet) o.bench.progress = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
-  BenchmarkResult result = run_benchmark(o.bench);
-  std::fputs(format_benchmark_table(result).c_str(), stdout);
+  std::vector<BenchmarkOptions> variants;
+  for (const auto& p : o.precisions) {
+    variants.push_back(o.bench);
+    variants.back().precision = p;
+  }
+  for (const auto& m : o.compare_models) {
+    variants.push_back(o.bench);
+    variants.back().precision = o.precisions.front();
+    variants.back().model_dir = m;
+  }
+  std::vector<BenchmarkResult> results;
+  for (const auto& v : variants) {
+    results.push_back(run_benchmark(v));
+    std::fputs(format_benchmark_table(results.back()).c_str(), stdout);
+    if (variants.size() > 1) std::fputs("\n", stdout);
+  }
+  if (results.size() > 1) std::fputs(format_benchmark_comparison(results).c_str(), stdout);
   if (!o.json_file.empty()) {
-    write_text_file(o.json_file, format_benchmark_json(result));
+    std::string json;
+    if (results.size() == 1) {
+      json = format_benchmark_json(results.front());
+    } else {
+      json = "{\"variants\": [\n";
+      for (size_t i = 0; i < results.size(); ++i) json += (i ? ",\n" : "") + format_benchmark_json(results[i]);
+      json += "]}\n";
+    }
+    write_text_file(o.json_file, json);
     if (!o.quiet) std::fprintf(stderr, "wrote %s\n", o.json_file.c_str());
   }
 }
@@ -46,11 +75,16 @@ Command add_bench_command(CLI::App& app) {
   cmd->add_option("--width,-W", b.width, "image width, a multiple of 8 (default: the model's native size)");
   cmd->add_option("--height,-H", b.height, "image height, a multiple of 8 (default: the model's native size)");
   cmd->add_option("--steps", b.steps, "denoising steps per run")->capture_default_str();
-  cmd->add_option("--precision", b.precision, "compute precision of convolutions, linear layers and attention: fp32, bf16, or int8 (the UNet's "
-                  "convolutions and linear layers quantised at load with dynamic scales; an int8 model folder from "
-                  "sdrt quantize runs its own static int8 layers whatever this says)")
+  cmd->add_option("--precision", o->precisions,
+                  "compute precision of convolutions, linear layers and attention: fp32, bf16, or int8 (the UNet's "
+                  "layers quantised at load, dynamic scales); several (fp32,bf16,int8) benchmark each in turn and "
+                  "compare them")
+      ->delimiter(',')
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}))
       ->capture_default_str();
+  cmd->add_option("--compare-model", o->compare_models,
+                  "another model folder to benchmark after --model, at the first --precision, and compare (e.g. an "
+                  "int8 folder from sdrt quantize; repeatable)");
   cmd->add_option("--residency", b.residency,
                   "resident: models load once and stay (stage times exclude loading); per-stage: each run loads "
                   "each model for its stage and frees it after, as sdrt generate does (lowest peak memory)")

@@ -1,5 +1,7 @@
 #include "kernels/op_counter.h"
 
+#include <chrono>
+
 namespace sdrt::kernels {
 
 namespace detail {
@@ -22,8 +24,24 @@ int64_t MacCounter::total_macs() const {
   return total;
 }
 
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+KernelTimer::KernelTimer(OpKind kind) : counter_(detail::active_mac_counter), kind_(kind) {
+  if (counter_) start_ns_ = now_ns();
+}
+
+KernelTimer::~KernelTimer() {
+  if (counter_) counter_->add_nanoseconds(kind_, now_ns() - start_ns_);
+}
+
 void MacCounter::reset() {
   for (auto& m : macs_) m.store(0, std::memory_order_relaxed);
+  for (auto& t : nanoseconds_) t.store(0, std::memory_order_relaxed);
   plans_.store(0, std::memory_order_relaxed);
 }
 

@@ -38,12 +38,16 @@ class MacCounter {
   int64_t macs(OpKind kind) const { return macs_[index(kind)].load(std::memory_order_relaxed); }
   int64_t total_macs() const;
   void add_plan() { plans_.fetch_add(1, std::memory_order_relaxed); }
+  // Wall time spent inside the packed convolution and linear kernels, per kind (KernelTimer).
+  void add_nanoseconds(OpKind kind, int64_t ns) { nanoseconds_[index(kind)].fetch_add(ns, std::memory_order_relaxed); }
+  double seconds(OpKind kind) const { return nanoseconds_[index(kind)].load(std::memory_order_relaxed) * 1e-9; }
   int64_t plans() const { return plans_.load(std::memory_order_relaxed); }
   void reset();
 
  private:
   static size_t index(OpKind kind) { return static_cast<size_t>(kind); }
   std::array<std::atomic<int64_t>, kOpKindCount> macs_{};
+  std::array<std::atomic<int64_t>, kOpKindCount> nanoseconds_{};
   std::atomic<int64_t> plans_{0};
 };
 
@@ -78,6 +82,20 @@ inline void count_macs(OpKind kind, int64_t macs) {
 inline void count_plan_created() {
   if (MacCounter* counter = detail::active_mac_counter) counter->add_plan();
 }
+
+// Times a kernel call into the thread's counter, if one is installed (one thread-local load otherwise).
+class KernelTimer {
+ public:
+  explicit KernelTimer(OpKind kind);
+  ~KernelTimer();
+  KernelTimer(const KernelTimer&) = delete;
+  KernelTimer& operator=(const KernelTimer&) = delete;
+
+ private:
+  MacCounter* counter_;
+  OpKind kind_;
+  int64_t start_ns_ = 0;
+};
 
 // softmax(q k^T) v with q [B, Lq, heads*d] and k [B, Lk, heads*d]: B*heads*Lq*Lk*d MACs for q k^T
 // and as many again for p v. Tensors that are not rank 3 count 0: the kernel rejects them anyway.

@@ -287,6 +287,7 @@ struct PackedConv2d::Impl {
 
   // y = conv(x) + bias, or y += conv(x) + bias with a plan made for accumulating.
   void run(const ConvPlan& plan, const Tensor& x, Tensor& y) const {
+    KernelTimer timer(int8() ? OpKind::Int8 : OpKind::Conv);
     dnnl::stream& stream = cpu_stream();
     Scratchpad scratchpad(plan.scratchpad_bytes);
     const bool compute = !in_dry_run();  // a dry run takes the same buffers and executes nothing

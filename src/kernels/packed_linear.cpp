@@ -150,6 +150,7 @@ struct PackedLinear::Impl {
 
   // y = x W^T + b, or y += x W^T + b with a plan made for accumulating.
   void run(const LinearPlan& plan, const Tensor& x, Tensor& y) const {
+    KernelTimer timer(int8() ? OpKind::Int8 : OpKind::Linear);
     dnnl::stream& stream = cpu_stream();
     Scratchpad scratchpad(plan.scratchpad.get_size());
     const int64_t rows = plan.user_src.dims()[0];

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -57,6 +58,7 @@ bool guided(const GenerateParams& p) { return p.guidance > 1.0f; }
 
 struct RunMacs {
   MacCounts text_encoder, unet_call, vae_decode;
+  double unet_call_int8_seconds = 0;  // median over the run's UNet calls
 };
 
 // The text encoder's work in one run, counted on its own: generate() encodes the prompt, and the
@@ -76,14 +78,21 @@ StageTimes counted_run(const StableDiffusionPipeline& pipe, const GenerateParams
                        RunMacs& macs) {
   kernels::MacCounter counter;
   std::vector<MacCounts> after_step;
+  std::vector<double> int8_seconds_after_step;
   GenerateResult r;
   {
     kernels::OpCounterScope scope(counter);
     r = pipe.generate(p, [&](const StepInfo& s) {
       after_step.push_back(MacCounts::of(counter));
+      int8_seconds_after_step.push_back(counter.seconds(kernels::OpKind::Int8));
       on_step(s);
     });
   }
+  // Step 1 holds the text encoder's time too, which has no int8 layers: every step's difference counts.
+  std::vector<double> int8_per_call;
+  for (size_t i = 0; i < int8_seconds_after_step.size(); ++i)
+    int8_per_call.push_back(int8_seconds_after_step[i] - (i ? int8_seconds_after_step[i - 1] : 0.0));
+  macs.unet_call_int8_seconds = SampleStats::of(int8_per_call).median;
   SDRT_CHECK(!after_step.empty(), "benchmark: the pipeline ran no UNet step");
   macs.text_encoder = count_text_encoder(pipe, p);
   macs.unet_call = after_step.front() - macs.text_encoder;
@@ -99,12 +108,16 @@ StageTimes timed_run(const StableDiffusionPipeline& pipe, const GenerateParams& 
   return pipe.generate(p, on_step).times;
 }
 
-ComponentRate component_rate(const MacCounts& macs, double median_seconds, double peak_gflops) {
+ComponentRate component_rate(const MacCounts& macs, double median_seconds, double peak_gflops,
+                             double int8_seconds = 0, double int8_peak_gops = 0) {
   ComponentRate c;
   c.macs = macs;
   c.median_seconds = median_seconds;
   c.gflops = median_seconds > 0 ? 2.0 * static_cast<double>(macs.total()) / median_seconds / 1e9 : 0;
-  c.peak_fraction = peak_gflops > 0 ? c.gflops / peak_gflops : 0;
+  c.peak_fraction = peak_gflops > 0 && macs.int8 == 0 ? c.gflops / peak_gflops : 0;
+  c.int8_seconds = int8_seconds;
+  c.int8_gops = int8_seconds > 0 ? 2.0 * static_cast<double>(macs.int8) / int8_seconds / 1e9 : 0;
+  c.int8_peak_fraction = int8_peak_gops > 0 ? c.int8_gops / int8_peak_gops : 0;
   return c;
 }
 
@@ -138,16 +151,17 @@ SampleStats SampleStats::of(std::vector<double> samples) {
 
 MacCounts MacCounts::of(const kernels::MacCounter& counter) {
   using kernels::OpKind;
-  return {counter.macs(OpKind::Conv), counter.macs(OpKind::Linear), counter.macs(OpKind::Attention)};
+  return {counter.macs(OpKind::Conv), counter.macs(OpKind::Linear), counter.macs(OpKind::Attention),
+          counter.macs(OpKind::Int8)};
 }
 
 MacCounts MacCounts::operator-(const MacCounts& o) const {
-  return {conv - o.conv, linear - o.linear, attention - o.attention};
+  return {conv - o.conv, linear - o.linear, attention - o.attention, int8 - o.int8};
 }
 
 MacCounts MacCounts::divided_by(int64_t n) const {
   if (n <= 0) return {};
-  return {conv / n, linear / n, attention / n};
+  return {conv / n, linear / n, attention / n, int8 / n};
 }
 
 MachineInfo describe_machine() {
@@ -248,8 +262,10 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   kernels::MatmulType peak_type =
       precision == kernels::Precision::bf16 ? kernels::MatmulType::BF16 : kernels::MatmulType::F32;
   double peak_gflops = result.peak ? result.peak->best_gflops(peak_type) : 0;
+  double int8_peak = result.peak ? result.peak->best_gflops(kernels::MatmulType::Int8) : 0;
   result.text_encoder_macs = macs.text_encoder;
-  result.unet = component_rate(macs.unet_call, result.unet_step_s.median, peak_gflops);
+  result.unet = component_rate(macs.unet_call, result.unet_step_s.median, peak_gflops, macs.unet_call_int8_seconds,
+                               int8_peak);
   result.vae_decoder = component_rate(macs.vae_decode, result.vae_decode_s.median, peak_gflops);
   return result;
 }
@@ -266,8 +282,8 @@ std::string seconds_row(const char* name, const SampleStats& s) {
 std::string yes_no(bool b) { return b ? "yes" : "no"; }
 
 std::string work_row(const char* name, const MacCounts& m, const ComponentRate* rate) {
-  std::string row =
-      fmt("  %-30s %10.2f %9.2f %9.2f %9.2f", name, m.total() / 1e9, m.conv / 1e9, m.linear / 1e9, m.attention / 1e9);
+  std::string row = fmt("  %-30s %10.2f %9.2f %9.2f %9.2f %9.2f", name, m.total() / 1e9, m.conv / 1e9, m.linear / 1e9,
+                        m.attention / 1e9, m.int8 / 1e9);
   if (rate) {
     row += fmt(" %10.1f", rate->gflops);
     row += rate->peak_fraction > 0 ? fmt(" %9.1f%%", 100 * rate->peak_fraction) : fmt(" %10s", "n/a");
@@ -296,7 +312,7 @@ nlohmann::ordered_json stats_json(const SampleStats& s) {
 }
 
 nlohmann::ordered_json macs_json(const MacCounts& m) {
-  return {{"conv", m.conv}, {"linear", m.linear}, {"attention", m.attention}, {"total", m.total()}};
+  return {{"conv", m.conv}, {"linear", m.linear}, {"attention", m.attention}, {"int8", m.int8}, {"total", m.total()}};
 }
 
 nlohmann::ordered_json rate_json(const ComponentRate& r) {
@@ -304,7 +320,10 @@ nlohmann::ordered_json rate_json(const ComponentRate& r) {
           {"gflop", r.macs.gflop()},
           {"median_seconds", r.median_seconds},
           {"gflops_per_second", r.gflops},
-          {"peak_fraction", r.peak_fraction}};
+          {"peak_fraction", r.peak_fraction},
+          {"int8_seconds", r.int8_seconds},
+          {"int8_gops_per_second", r.int8_gops},
+          {"int8_peak_fraction", r.int8_peak_fraction}};
 }
 
 nlohmann::ordered_json peak_json(const kernels::PeakFlops& peak) {
@@ -375,16 +394,39 @@ std::string format_benchmark_table(const BenchmarkResult& r) {
   }
   out += "\n";
 
-  out += fmt("  %-30s %10s %9s %9s %9s %10s %10s\n", "work (GMAC; 1 MAC = 2 FLOP)", "total", "conv", "linear",
-             "attention", "GFLOP/s", fmt("%s peak", o.precision.c_str()).c_str());
+  out += fmt("  %-30s %10s %9s %9s %9s %9s %10s %10s\n", "work (GMAC; 1 MAC = 2 FLOP)", "total", "conv", "linear",
+             "attention", "int8", "GFLOP/s", fmt("%s peak", o.precision.c_str()).c_str());
   out +=
       work_row(fmt("UNet call (%d row%s)", r.unet_batch, r.unet_batch == 1 ? "" : "s").c_str(), r.unet.macs, &r.unet);
   out += work_row("UNet, per image per step", r.unet_macs_per_image(), nullptr);
   out += work_row(fmt("VAE decoder (%d image%s)", o.batch, o.batch == 1 ? "" : "s").c_str(), r.vae_decoder.macs,
                   &r.vae_decoder);
   out += work_row("text encoder (per run)", r.text_encoder_macs, nullptr);
+  if (r.unet.macs.int8 > 0)
+    out += fmt("  UNet int8 layers: %.3f s per call inside the kernels (input quantisation included), %.1f GOP/s, "
+               "%s of the int8 peak\n",
+               r.unet.int8_seconds, r.unet.int8_gops,
+               r.unet.int8_peak_fraction > 0 ? fmt("%.1f%%", 100 * r.unet.int8_peak_fraction).c_str() : "n/a");
   out += "\n";
   out += r.peak ? peak_rows(*r.peak) : "matmul peak: not measured\n";
+  return out;
+}
+
+std::string format_benchmark_comparison(const std::vector<BenchmarkResult>& results) {
+  if (results.empty()) return "";
+  std::string out = fmt("comparison (one process, %s):\n", results.front().machine.cpu_model.c_str());
+  out += fmt("  %-34s %10s %8s %10s %9s %9s %11s %9s\n", "variant", "UNet step", "speed-up", "image s", "UNet MB",
+             "peak MB", "int8 GOP/s", "int8 peak");
+  const double base = results.front().unet_step_s.median;
+  for (const auto& r : results) {
+    std::string name = fmt("%s %s", r.options.precision.c_str(),
+                           std::filesystem::path(r.options.model_dir).filename().string().c_str());
+    out += fmt("  %-34s %10.4f %7.2fx %10.3f %9.0f %9.0f", name.c_str(), r.unet_step_s.median,
+               r.unet_step_s.median > 0 ? base / r.unet_step_s.median : 0.0, r.image_s.median,
+               r.load_memory.unet / 1e6, r.peak_rss_bytes / 1e6);
+    out += r.unet.macs.int8 > 0 ? fmt(" %11.1f %8.1f%%\n", r.unet.int8_gops, 100 * r.unet.int8_peak_fraction)
+                                : fmt(" %11s %9s\n", "-", "-");
+  }
   return out;
 }
 

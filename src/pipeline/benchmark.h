@@ -23,7 +23,7 @@ struct BenchmarkOptions {
   std::string model_dir;
   int width = 0, height = 0;  // 0: the model's native size
   int steps = 4;
-  std::string precision = "fp32";  // fp32 | bf16 (kernels::Precision)
+  std::string precision = "fp32";  // fp32 | bf16 | int8 (kernels::Precision)
   std::string residency = "resident";  // resident | per-stage (sdrt::Residency)
   int batch = 1;                   // images per prompt
   int runs = 3;
@@ -50,7 +50,8 @@ struct SampleStats {
 // Multiply-accumulates per op kind, as counted by kernels::MacCounter.
 struct MacCounts {
   int64_t conv = 0, linear = 0, attention = 0;
-  int64_t total() const { return conv + linear + attention; }
+  int64_t int8 = 0;  // int8 convolutions and linear layers (not in conv or linear)
+  int64_t total() const { return conv + linear + attention + int8; }
   double gflop() const { return 2.0 * static_cast<double>(total()) / 1e9; }  // 1 MAC = 2 FLOP
   static MacCounts of(const kernels::MacCounter& counter);
   MacCounts operator-(const MacCounts& other) const;
@@ -62,8 +63,14 @@ struct MacCounts {
 struct ComponentRate {
   MacCounts macs;  // per stage invocation: one UNet call, one whole VAE-decode stage
   double median_seconds = 0;
-  double gflops = 0;         // 2 * macs.total() / median_seconds / 1e9
-  double peak_fraction = 0;  // gflops / the matmul peak of the run's precision; 0 when the peak was not measured
+  double gflops = 0;  // 2 * macs.total() / median_seconds / 1e9 (int8 operations included)
+  // gflops / the matmul peak of the run's precision; 0 when the peak was not measured, and when
+  // the component mixes int8 and float work (then the int8 part has its own figures below).
+  double peak_fraction = 0;
+  // The int8 layers alone: their time inside the kernels (quantising the input included) per
+  // invocation, in the counted run, the operations per second over it and the fraction of the
+  // machine's int8 peak.
+  double int8_seconds = 0, int8_gops = 0, int8_peak_fraction = 0;
 };
 
 struct MachineInfo {
@@ -116,6 +123,10 @@ MachineInfo describe_machine();
 // Loads the model, runs warmup + runs generations and the peak microbenchmark. Throws
 // sdrt::Error for bad options.
 BenchmarkResult run_benchmark(const BenchmarkOptions& options);
+
+// Several benchmarks side by side (the same shape; e.g. fp32, bf16, int8 and an int8 model folder):
+// UNet step, speed-up against the first, whole image, memory and the int8 layers' rate.
+std::string format_benchmark_comparison(const std::vector<BenchmarkResult>& results);
 
 // A human-readable report (stdout of `sdrt bench`).
 std::string format_benchmark_table(const BenchmarkResult& result);
