@@ -443,6 +443,10 @@ def check_blas():
 
 
 def main():
+    if "--qat" in sys.argv[1:]:  # quantization-aware training (int8) lives in qat.py; its options follow
+        import qat
+        qat.main([a for a in sys.argv[1:] if a != "--qat"])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="emoji64", choices=sorted(pl.PRESETS))
     ap.add_argument("--data", default=os.path.join(HERE, "cache", "emoji_64"),
@@ -487,6 +491,9 @@ def main():
                     help="train nothing: export the EMA VAE and the last UNet/text checkpoint of this run dir")
     ap.add_argument("--bench", type=int, default=0, help="only measure seconds/step over N steps")
     ap.add_argument("--smoke", action="store_true", help="a few steps on a tiny subset; exports a loadable folder")
+    ap.add_argument("--qat", action="store_true",
+                    help="int8 quantization-aware training of an exported model instead (training/qat.py: "
+                         "train.py --qat --unet-from MODEL --out QDIR ...; see qat.py --help)")
     args = ap.parse_args()
 
     if args.smoke:
