@@ -430,6 +430,12 @@ def val_errors(unet, teacher, te, batch):
     return dict(kd_mse=float(F.mse_loss(pred, teacher(xt, t, ctx))), eps_mse=float(F.mse_loss(pred, noise)))
 
 
+def repo_path(path):
+    """A path as written into a QDIR's config: relative to the repository root when inside it."""
+    p = os.path.abspath(path)
+    return os.path.relpath(p, ROOT) if p.startswith(ROOT + os.sep) else p
+
+
 def fmt_time(s):
     s = int(s)
     return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60)
@@ -475,7 +481,7 @@ def run(args):
     if args.init_from:
         sd, _ = st.load(os.path.join(args.init_from, "unet", UNET_FILE))
         scales = {n: float(sd[n + ".input_scale"].reshape(-1)[0]) for n in names}
-        calib_info = dict(init_from=os.path.abspath(args.init_from))
+        calib_info = dict(init_from=repo_path(args.init_from))
     else:
         lat = torch.randn((len(calib_caps), cfgs["unet"]["in_channels"], cfgs["unet"]["sample_size"],
                            cfgs["unet"]["sample_size"]), generator=torch.Generator().manual_seed(args.seed + 11))
@@ -504,7 +510,7 @@ def run(args):
     log.log(stage="val", which="ptq", teacher_eps_mse=float(F.mse_loss(teacher(val[0], val[1], te(val[2])), vnoise)),
             **val_ptq)
 
-    source = os.path.abspath(args.model)
+    source = repo_path(args.model)
     meta = {"producer": "sdrt training/qat.py", "seed": str(args.seed), "run": args.run}
     ptq_out = args.out if args.ptq_only else (args.ptq_out or os.path.join(run_dir, "ptq"))
     export_qdir(ptq_out, args.model, student, quant_config("ptq", keep_float, source, calibration=calib_info,
@@ -527,6 +533,17 @@ def run(args):
     while step < total:
         if args.minutes and step == 10:
             total = tr.fit_steps_to_budget(sched, step, time.time() - t_start, args.minutes, total, log, "qat")
+            marks = [(step, time.time())]
+        elif args.minutes and step > 10 and step % args.log_every == 0:
+            # On a shared machine the speed changes: every log interval, refit the step count
+            # (at most --steps) to the budget left, at the speed of the last ~200 steps.
+            marks = (marks + [(step, time.time())])[-9:]
+            per = (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
+            left = args.minutes * 60 - (time.time() - t_start)
+            new_total = min(args.steps, max(step + 1, step + int(left / per)))
+            if abs(new_total - total) > 0.01 * total:
+                total = sched.lr_lambdas[0].total = new_total
+                log.log(stage="qat", refit_steps=total, s_per_step=per, minutes_left=left / 60)
         idx = torch.randint(0, len(data), (args.batch,), generator=gen)
         z0 = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)) * scaling
         caps = ["" if rng.random() < args.cfg_drop else make_caption(data.meta[i], rng) for i in idx.tolist()]
