@@ -201,7 +201,14 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   } catch (...) {
     // Nothing half-made is left behind; an existing (empty) folder is left as it was found.
     std::error_code ignored;
-    if (created) fs::remove_all(o.out_dir, ignored);
+    if (created) {
+      fs::remove_all(o.out_dir, ignored);
+    } else {  // it was empty: remove what this run put in it
+      std::vector<fs::path> made;
+      for (fs::directory_iterator it(o.out_dir, ignored), end; !ignored && it != end; it.increment(ignored))
+        made.push_back(it->path());
+      for (const auto& p : made) fs::remove_all(p, ignored);
+    }
     throw;
   }
   report.total_s = seconds_since(t0);
