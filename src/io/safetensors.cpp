@@ -220,6 +220,14 @@ std::span<const uint8_t> SafeTensors::raw(const std::string& name) const {
   return {data_ + i.begin, static_cast<size_t>(i.end - i.begin)};
 }
 
+std::shared_ptr<const uint8_t> SafeTensors::raw_view(const std::string& name) const {
+  const TensorInfo& i = info(name);
+  const uint8_t* begin = data_ + i.begin;
+  if (!mapped_) return std::shared_ptr<const uint8_t>(owner_, begin);
+  const uint8_t* end = data_ + i.end;
+  return std::shared_ptr<const uint8_t>(begin, [mapping = owner_, end](const uint8_t* b) { drop_whole_pages(b, end); });
+}
+
 Tensor SafeTensors::load_f32(const std::string& name) const {
   const TensorInfo& i = info(name);
   const uint8_t* p = data_ + i.begin;

@@ -51,6 +51,9 @@ class SafeTensors {
   std::vector<int64_t> load_i64(const std::string& name) const;
   std::vector<uint8_t> load_u8(const std::string& name) const;
   std::span<const uint8_t> raw(const std::string& name) const;
+  // The tensor's bytes without a copy (e.g. int8 weights), keeping the mapping alive; when the
+  // last reference goes, the tensor's pages leave the resident set, as load_f32's F32 views do.
+  std::shared_ptr<const uint8_t> raw_view(const std::string& name) const;
 
  private:
   // Releases the mapped pages of a tensor whose data has been copied out.

@@ -87,9 +87,10 @@ kernels::Int8Weights WeightSource::get_int8(const std::string& layer, const std:
   used_->insert(key);
   kernels::Int8Weights w;
   w.shape = expected;
-  auto bytes = file_->raw(key);
-  // The values stay in the mapped file; the layer packs them once and then lets go.
-  w.data = std::shared_ptr<const int8_t>(file_, reinterpret_cast<const int8_t*>(bytes.data()));
+  // The values stay in the mapped file; the layer packs them once and then lets go, and the
+  // view's pages leave the resident set then (else the load's peak holds the weights twice).
+  auto bytes = file_->raw_view(key);
+  w.data = std::shared_ptr<const int8_t>(bytes, reinterpret_cast<const int8_t*>(bytes.get()));
   Tensor scales = get(layer + ".weight_scale", {expected[0]});
   w.scales.assign(scales.data(), scales.data() + scales.numel());
   w.validate(file_->path() + ": tensor '" + full(layer + ".weight_scale") + "'");
