@@ -36,6 +36,62 @@ expect_error "garbage.safetensors" --latents "$work/garbage.safetensors"
 # bf16 where oneDNN has no bf16 kernels: AVX2 CPUs, and any CPU capped to AVX2.
 SDRT_MAX_ISA=avx2 expect_error "use --precision fp32" --precision bf16
 SDRT_MAX_ISA=sse9 expect_error "SDRT_MAX_ISA='sse9'" --steps 1
+# sdrt quantize: bad requests fail with the reason, write no output folder, and leave an existing
+# one untouched.
+expect_quantize_error() {
+  local fragment="$1" out="$2"
+  shift 2
+  local existed=0
+  [[ -e "$out" ]] && existed=1
+  local msg
+  msg=$("$sdrt" quantize --model "$model" --out "$out" "$@" 2>&1)
+  local rc=$? bad=0
+  [[ $rc -eq 0 || "$msg" != *"$fragment"* ]] && bad=1
+  (( !existed )) && [[ -e "$out" ]] && bad=1
+  if (( bad )); then
+    echo "FAIL: quantize --out $out $* -> rc=$rc, output: $msg"
+    failures=$((failures + 1))
+  else
+    echo "ok: quantize $* -> $msg"
+  fi
+}
+rm -rf "$work/q-new" "$work/q-full"
+expect_quantize_error "awq not in" "$work/q-new" --method awq
+mkdir -p "$work/q-full" && echo precious > "$work/q-full/keep.txt"
+expect_quantize_error "already exists" "$work/q-full" --method dynamic
+if [[ "$(ls -A "$work/q-full")" != "keep.txt" || "$(cat "$work/q-full/keep.txt")" != precious ]]; then
+  echo "FAIL: quantize touched the existing folder $work/q-full"
+  failures=$((failures + 1))
+fi
+expect_quantize_error "missing-prompts.txt: cannot read" "$work/q-new" --calibration-prompts "$work/missing-prompts.txt"
+: > "$work/empty-prompts.txt"
+expect_quantize_error "holds no prompts" "$work/q-new" --calibration-prompts "$work/empty-prompts.txt"
+expect_quantize_error "not a valid regular expression" "$work/q-new" --keep-float '(['
+# And the int8 paths run: --precision int8 on the float model, and a (briefly calibrated) ptq folder.
+expect_success() {
+  local what="$1"
+  shift
+  local msg
+  msg=$("$@" 2>&1)
+  local rc=$?
+  if [[ $rc -ne 0 ]]; then
+    echo "FAIL: $what -> rc=$rc, output: $msg"
+    failures=$((failures + 1))
+  else
+    echo "ok: $what"
+  fi
+}
+rm -f "$work/int8.png" "$work/ptq.png"
+rm -rf "$work/q-ptq"
+expect_success "generate --precision int8" env SDRT_MODEL="$model" "$sdrt" generate --prompt "red apple" --quiet \
+  --precision int8 --steps 2 --width 64 --height 64 --output "$work/int8.png"
+[[ -s "$work/int8.png" ]] || { echo "FAIL: generate --precision int8 wrote no image"; failures=$((failures + 1)); }
+expect_success "quantize --method ptq" "$sdrt" quantize --model "$model" --out "$work/q-ptq" --calibration-samples 1 \
+  --calibration-steps 1 --calibration-width 64 --calibration-height 64
+expect_success "generate on the ptq folder" "$sdrt" generate --model "$work/q-ptq" --prompt "red apple" --quiet \
+  --steps 2 --width 64 --height 64 --output "$work/ptq.png"
+[[ -s "$work/ptq.png" ]] || { echo "FAIL: generate on the ptq folder wrote no image"; failures=$((failures + 1)); }
+rm -rf "$work/q-ptq"
 # --version names the ISA the kernels run, cap included.
 version=$(SDRT_MAX_ISA=scalar "$sdrt" --version 2>&1)
 if [[ "$version" == *"kernels: sdrt scalar"*"oneDNN"* ]]; then
