@@ -7,7 +7,7 @@ seconds="${1:-60}"
 scripts/install_deps.sh --all   # clang + libclang-rt-14-dev (libFuzzer) besides the runtime set
 CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDRT_BUILD_FUZZERS=ON \
   -DSDRT_BUILD_TESTS=OFF > build-fuzz.log 2>&1 || { cat build-fuzz.log; exit 1; }
-targets=(fuzz_safetensors fuzz_tokenizer)
+targets=(fuzz_safetensors fuzz_tokenizer fuzz_quantization_config)
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]}" >> build-fuzz.log 2>&1 || { tail -40 build-fuzz.log; exit 1; }
 for t in "${targets[@]}"; do
   corpus="build-fuzz/corpus-${t#fuzz_}"
