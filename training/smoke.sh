@@ -20,6 +20,13 @@ if [[ -x "$sdrt" ]]; then
     --unet-from "$out/model" --caption-templates 0.5 --stray-words 0.2 --out "$out/ft" > "$out/ft.log" 2>&1 \
     || { tail -20 "$out/ft.log"; exit 1; }
   "$sdrt" generate --model "$out/ft" --prompt "cartoon red circle" --steps 2 --seed 1 --output "$out/ft.png" --quiet
-  rm -rf "$out" runs/smoke-engine runs/smoke-engine-ft
-  echo "smoke model generates through sdrt"
+  # Quantization-aware training exports an int8 folder: the engine must run it, and its int8
+  # arithmetic must agree with the trainer's fake quantisation closely enough to draw a finite image.
+  /usr/bin/python3 qat.py --smoke --threads 1 --data synthetic --run smoke-engine-qat --out "$out/q" > "$out/qat.log" 2>&1 \
+    || { tail -20 "$out/qat.log"; exit 1; }
+  "$sdrt" generate --model "$out/q" --prompt "red apple, twitter style" --steps 4 --seed 1 \
+    --output "$out/q.png" --output-tensor "$out/q.safetensors" --quiet
+  "$sdrt" inspect "$out/q.safetensors" --check-finite image | tail -1
+  rm -rf "$out" runs/smoke-engine runs/smoke-engine-ft runs/smoke-engine-qat
+  echo "smoke model and its int8 QAT folder generate through sdrt"
 fi
