@@ -93,13 +93,7 @@ struct PackedConv2d::Impl {
   Conv2dParams params;
   Precision precision;
   mutable PlanCache<PlanKey, ConvPlan> plans;
-  // int8 only (kernels/int8.h). Static: the primitive applies output_scales = s_x * scale[o] to
-  // (acc + scaled_bias), oneDNN 2.x's int8 convention (the bias is scaled too), so it gets
-  // bias / output_scales. Dynamic: no bias or scales in the primitive; the epilogue applies them.
-  std::vector<float> weight_scales, output_scales;
-  float input_scale = 0;
-  Tensor scaled_bias;
-  bool seven_bit_weights = false;  // halved by sdrt for a CPU without VNNI (kernels/int8.h)
+  Int8Scales q;  // int8 only; dynamic scales are per image
 
   Impl(Tensor weight, Tensor bias_, Conv2dParams params_, Precision precision_)
       : weight_shape(weight.shape()),
@@ -115,23 +109,14 @@ struct PackedConv2d::Impl {
         precision(Precision::int8),
         plans(WeightLayouts(weight.data, weight.data.get(), memory::desc(weight_shape, dt::s8, tag::oihw)),
               kMaxCachedPlans),
-        weight_scales(std::move(weight.scales)),
-        input_scale(input_scale_) {
-    if (dynamic()) return;
-    output_scales.resize(weight_scales.size());
-    for (size_t o = 0; o < weight_scales.size(); ++o) output_scales[o] = input_scale * weight_scales[o];
-    if (bias.defined()) {
-      scaled_bias = Tensor::empty(bias.shape());
-      for (int64_t o = 0; o < bias.numel(); ++o) scaled_bias.data()[o] = bias.data()[o] / output_scales[o];
-    }
-  }
+        q(std::move(weight.scales), input_scale_, bias) {}
 
   bool int8() const { return precision == Precision::int8; }
-  bool dynamic() const { return int8() && input_scale == 0; }
+  bool dynamic() const { return int8() && q.dynamic(); }
   // The bias the primitive adds (none for dynamic int8: the epilogue adds it).
   const Tensor* primitive_bias() const {
     if (!bias.defined() || dynamic()) return nullptr;
-    return int8() ? &scaled_bias : &bias;
+    return int8() ? &q.scaled_bias : &bias;
   }
 
   ConvShape shape_of(const Shape& x_shape, bool channels_last) const {
@@ -150,7 +135,7 @@ struct PackedConv2d::Impl {
     memory::dims strides{params.stride, params.stride};
     memory::dims pad_l{params.pad_top, params.pad_left}, pad_r{params.pad_bottom, params.pad_right};
     dnnl::primitive_attr attr = packed_kernel_attr(accumulate);
-    if (int8() && !dynamic()) attr.set_output_scales(1 << 1, output_scales);
+    if (int8()) q.add_output_scales(attr);
     auto desc = primitive_bias() ? convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct,
                                                            src, weights_any, memory::desc({s.o}, dt::f32, tag::x), dst,
                                                            strides, pad_l, pad_r)
@@ -213,10 +198,7 @@ struct PackedConv2d::Impl {
   // The reorder that brings the caller's f32 input into the primitive's source: int8 quantises on
   // the way, with the static 1/s_x, or with runtime per-image 1/s_x when dynamic.
   dnnl::primitive_attr source_reorder_attr() const {
-    dnnl::primitive_attr attr = packed_kernel_attr(false);
-    if (dynamic()) attr.set_output_scales(1 << 0, {DNNL_RUNTIME_F32_VAL});
-    else if (int8()) attr.set_output_scales(0, {1.0f / input_scale});
-    return attr;
+    return int8() ? q.source_reorder_attr() : packed_kernel_attr(false);
   }
 
   std::shared_ptr<const ConvPlan> make_plan(const ConvShape& s, const PlanKey& key, WeightLayouts& weights) const {
@@ -246,7 +228,7 @@ struct PackedConv2d::Impl {
     }
     plan->scratchpad_bytes =
         max_scratchpad_bytes({plan->conv_scratchpad, plan->to_src_scratchpad, plan->from_dst_scratchpad});
-    if (int8()) check_int8_weight_preparation(pd.weights_desc(), seven_bit_weights, "packed conv2d");
+    if (int8()) check_int8_weight_preparation(pd.weights_desc(), q.seven_bit_weights, "packed conv2d");
     plan->weights = weights.in_layout(pd.weights_desc());
     return plan;
   }
@@ -296,14 +278,9 @@ struct PackedConv2d::Impl {
     Tensor src_buffer, dst_buffer;  // activations in the convolution's layout, when it differs
     const int64_t images = plan.user_src.dims()[0];
     std::vector<float> input_scales, inverse_scales;  // dynamic int8: per image
-    if (dynamic()) {
-      input_scales.assign(images, 1.0f);
-      if (compute) {
-        absmax_per_chunk(x.data(), images, x.numel() / std::max<int64_t>(images, 1), input_scales.data());
-        for (float& v : input_scales) v = int8_dynamic_scale(v);
-      }
-      for (float v : input_scales) inverse_scales.push_back(1.0f / v);
-    }
+    if (dynamic())
+      Int8Scales::measure(x.data(), images, x.numel() / std::max<int64_t>(images, 1), compute, input_scales,
+                          inverse_scales);
     if (plan.to_src) {
       src_buffer = buffer_for(plan.src);
       src = wrap_memory(plan.src, src_buffer.data());
@@ -328,7 +305,7 @@ struct PackedConv2d::Impl {
       const memory::dims& d = plan.dst.dims();
       dequantize_int32(reinterpret_cast<const int32_t*>(dst_buffer.data()), plan.int32_channels_last, y.data(),
                        plan.channels_last, d[0], d[1], d[2] * d[3],
-                       {input_scales.data(), weight_scales.data(), bias.defined() ? bias.data() : nullptr,
+                       {input_scales.data(), q.weight_scales.data(), bias.defined() ? bias.data() : nullptr,
                         plan.accumulate});
       return;
     }
@@ -360,10 +337,10 @@ PackedConv2d::PackedConv2d(Int8Weights weight, Tensor bias, Conv2dParams params,
   SDRT_CHECK(std::isfinite(input_scale) && input_scale >= 0, "packed conv2d: input scale ", input_scale,
              " (must be finite and > 0, or 0 for dynamic)");
   require_precision_supported(Precision::int8);
-  const bool seven_bit = !onednn_int8_has_vnni() && !int8_convolutions_halve_weights();  // see kernels/int8.h
-  if (seven_bit) weight = seven_bit_weights(weight);
+  bool seven_bit = false;  // see kernels/int8.h
+  weight = prepare_int8_weights(std::move(weight), int8_convolutions_halve_weights(), seven_bit);
   impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), params, input_scale);
-  impl_->seven_bit_weights = seven_bit;
+  impl_->q.seven_bit_weights = seven_bit;
   impl_->pack_for_nominal_input();
 }
 
@@ -379,7 +356,7 @@ int64_t PackedConv2d::out_channels() const { return impl_->weight_shape[0]; }
 const Shape& PackedConv2d::weight_shape() const { return impl_->weight_shape; }
 const Conv2dParams& PackedConv2d::params() const { return impl_->params; }
 Precision PackedConv2d::precision() const { return impl_->precision; }
-float PackedConv2d::input_scale() const { return impl_->input_scale; }
+float PackedConv2d::input_scale() const { return impl_->q.input_scale; }
 
 size_t PackedConv2d::weight_bytes() const { return impl_->plans.weight_bytes(); }
 size_t PackedConv2d::cached_plans() const { return impl_->plans.size(); }

@@ -58,12 +58,7 @@ struct PackedLinear::Impl {
   Tensor bias;
   Precision precision;
   mutable PlanCache<PlanKey, LinearPlan> plans;
-  // int8 only, as in PackedConv2d: static plans scale (acc + scaled_bias) by output_scales inside
-  // the matmul; dynamic ones (per-row scales) write int32 and the epilogue does the rest.
-  std::vector<float> weight_scales, output_scales;
-  float input_scale = 0;
-  Tensor scaled_bias;
-  bool seven_bit_weights = false;  // halved by sdrt for a CPU without VNNI (kernels/int8.h)
+  Int8Scales q;  // int8 only; dynamic scales are per row
 
   // The weight [out, in] is the matmul's [in, out] operand stored transposed (format ba).
   Impl(Tensor weight, Tensor bias_, Precision precision_)
@@ -80,22 +75,13 @@ struct PackedLinear::Impl {
         precision(Precision::int8),
         plans(WeightLayouts(weight.data, weight.data.get(), memory::desc({in, out}, dt::s8, tag::ba)),
               kMaxCachedPlans),
-        weight_scales(std::move(weight.scales)),
-        input_scale(input_scale_) {
-    if (dynamic()) return;
-    output_scales.resize(out);
-    for (int64_t o = 0; o < out; ++o) output_scales[o] = input_scale * weight_scales[o];
-    if (bias.defined()) {
-      scaled_bias = Tensor::empty(bias.shape());
-      for (int64_t o = 0; o < out; ++o) scaled_bias.data()[o] = bias.data()[o] / output_scales[o];
-    }
-  }
+        q(std::move(weight.scales), input_scale_, bias) {}
 
   bool int8() const { return precision == Precision::int8; }
-  bool dynamic() const { return int8() && input_scale == 0; }
+  bool dynamic() const { return int8() && q.dynamic(); }
   const Tensor* primitive_bias() const {
     if (!bias.defined() || dynamic()) return nullptr;
-    return int8() ? &scaled_bias : &bias;
+    return int8() ? &q.scaled_bias : &bias;
   }
 
   LinearShape shape_of(const Shape& x_shape) const {
@@ -109,16 +95,13 @@ struct PackedLinear::Impl {
     auto desc = primitive_bias() ? dnnl::matmul::desc(src, weights_any, memory::desc({1, out}, dt::f32, tag::ab), dst)
                                  : dnnl::matmul::desc(src, weights_any, dst);
     dnnl::primitive_attr attr = packed_kernel_attr(accumulate && !dynamic());
-    if (int8() && !dynamic()) attr.set_output_scales(1 << 1, output_scales);
+    if (int8()) q.add_output_scales(attr);
     return dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
   }
 
   // f32 -> the matmul's input type; int8 quantises with 1/s_x, static or per row (runtime).
   dnnl::primitive_attr source_reorder_attr() const {
-    dnnl::primitive_attr attr = packed_kernel_attr(false);
-    if (dynamic()) attr.set_output_scales(1 << 0, {DNNL_RUNTIME_F32_VAL});
-    else if (int8()) attr.set_output_scales(0, {1.0f / input_scale});
-    return attr;
+    return int8() ? q.source_reorder_attr() : packed_kernel_attr(false);
   }
 
   std::shared_ptr<const LinearPlan> make_plan(int64_t rows, bool accumulate, WeightLayouts& weights) const {
@@ -135,7 +118,7 @@ struct PackedLinear::Impl {
       SDRT_CHECK(r.scratchpad_desc().get_size() == 0, "packed linear: input conversion needs a scratchpad");
       plan->to_src = dnnl::reorder(r);
     }
-    if (int8()) check_int8_weight_preparation(pd.weights_desc(), seven_bit_weights, "packed linear");
+    if (int8()) check_int8_weight_preparation(pd.weights_desc(), q.seven_bit_weights, "packed linear");
     plan->weights = weights.in_layout(pd.weights_desc());
     plan->accumulate = accumulate;
     return plan;
@@ -156,14 +139,7 @@ struct PackedLinear::Impl {
     const int64_t rows = plan.user_src.dims()[0];
     const bool compute = !in_dry_run();
     std::vector<float> input_scales, inverse_scales;  // dynamic int8: per row
-    if (dynamic()) {
-      input_scales.assign(rows, 1.0f);
-      if (compute) {
-        absmax_per_chunk(x.data(), rows, in, input_scales.data());
-        for (float& v : input_scales) v = int8_dynamic_scale(v);
-      }
-      for (float v : input_scales) inverse_scales.push_back(1.0f / v);
-    }
+    if (dynamic()) Int8Scales::measure(x.data(), rows, in, compute, input_scales, inverse_scales);
     memory src = wrap_memory(plan.user_src, x.data());
     Tensor src_buffer;  // the input in the matmul's data type, when it differs
     if (plan.to_src) {
@@ -189,7 +165,7 @@ struct PackedLinear::Impl {
     stream.wait();
     if (dynamic())
       dequantize_int32(reinterpret_cast<const int32_t*>(int32_buffer.data()), true, y.data(), true, rows, out, 1,
-                       {input_scales.data(), weight_scales.data(), bias.defined() ? bias.data() : nullptr,
+                       {input_scales.data(), q.weight_scales.data(), bias.defined() ? bias.data() : nullptr,
                         plan.accumulate});
   }
 
@@ -218,10 +194,10 @@ PackedLinear::PackedLinear(Int8Weights weight, Tensor bias, float input_scale) {
   SDRT_CHECK(std::isfinite(input_scale) && input_scale >= 0, "packed linear: input scale ", input_scale,
              " (must be finite and > 0, or 0 for dynamic)");
   require_precision_supported(Precision::int8);
-  const bool seven_bit = !onednn_int8_has_vnni() && !int8_matmuls_halve_weights();  // see kernels/int8.h
-  if (seven_bit) weight = seven_bit_weights(weight);
+  bool seven_bit = false;  // see kernels/int8.h
+  weight = prepare_int8_weights(std::move(weight), int8_matmuls_halve_weights(), seven_bit);
   impl_ = std::make_unique<Impl>(std::move(weight), std::move(bias), input_scale);
-  impl_->seven_bit_weights = seven_bit;
+  impl_->q.seven_bit_weights = seven_bit;
   impl_->pack_for_nominal_input();
 }
 
@@ -247,7 +223,7 @@ void PackedLinear::accumulate(const Tensor& x, Tensor& acc) const {
 int64_t PackedLinear::in_features() const { return impl_->in; }
 int64_t PackedLinear::out_features() const { return impl_->out; }
 Precision PackedLinear::precision() const { return impl_->precision; }
-float PackedLinear::input_scale() const { return impl_->input_scale; }
+float PackedLinear::input_scale() const { return impl_->q.input_scale; }
 
 size_t PackedLinear::weight_bytes() const { return impl_->plans.weight_bytes(); }
 size_t PackedLinear::cached_plans() const { return impl_->plans.size(); }

@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "kernels/int8.h"
 #include "kernels/kernels.h"
 
 namespace sdrt::kernels {
@@ -137,6 +136,44 @@ size_t WeightLayouts::bytes() const {
   size_t total = 0;
   for (const Layout& l : layouts_) total += l.memory->get_desc().get_size();
   return total;
+}
+
+Int8Scales::Int8Scales(std::vector<float> weight_scales_, float input_scale_, const Tensor& bias)
+    : weight_scales(std::move(weight_scales_)), input_scale(input_scale_) {
+  if (dynamic()) return;
+  output_scales.resize(weight_scales.size());
+  for (size_t o = 0; o < weight_scales.size(); ++o) output_scales[o] = input_scale * weight_scales[o];
+  if (bias.defined()) {
+    scaled_bias = Tensor::empty(bias.shape());
+    for (int64_t o = 0; o < bias.numel(); ++o) scaled_bias.data()[o] = bias.data()[o] / output_scales[o];
+  }
+}
+
+dnnl::primitive_attr Int8Scales::source_reorder_attr() const {
+  dnnl::primitive_attr attr = packed_kernel_attr(false);
+  if (dynamic()) attr.set_output_scales(1 << 0, {DNNL_RUNTIME_F32_VAL});
+  else attr.set_output_scales(0, {1.0f / input_scale});
+  return attr;
+}
+
+void Int8Scales::add_output_scales(dnnl::primitive_attr& attr) const {
+  if (!dynamic()) attr.set_output_scales(1 << 1, output_scales);
+}
+
+void Int8Scales::measure(const float* x, int64_t chunks, int64_t len, bool measure, std::vector<float>& scales,
+                         std::vector<float>& inverse) {
+  scales.assign(chunks, 1.0f);
+  if (measure) {
+    absmax_per_chunk(x, chunks, len, scales.data());
+    for (float& v : scales) v = int8_dynamic_scale(v);
+  }
+  inverse.resize(chunks);
+  for (int64_t i = 0; i < chunks; ++i) inverse[i] = 1.0f / scales[i];
+}
+
+Int8Weights prepare_int8_weights(Int8Weights weights, bool halves_itself, bool& seven_bit) {
+  seven_bit = !onednn_int8_has_vnni() && !halves_itself;
+  return seven_bit ? seven_bit_weights(weights) : weights;
 }
 
 dnnl::primitive_attr packed_kernel_attr(bool accumulate) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/int8.h"
 #include "kernels/kernels.h"
 
 namespace sdrt::kernels {
@@ -30,6 +31,35 @@ bool onednn_halves_int8_weights(const dnnl::memory::desc& weights);
 // Checks that a plan's packed weights `weights` agree with how the layer's weights were prepared
 // (`seven_bit`: sdrt halved them), so that no int8 primitive can saturate unnoticed.
 void check_int8_weight_preparation(const dnnl::memory::desc& weights, bool seven_bit, const char* kernel);
+
+// The int8 side of a packed convolution or linear layer (kernels/int8.h). Static (input_scale > 0):
+// the primitive applies output_scales = s_x * scale[o] to (acc + scaled_bias), oneDNN 2.x's int8
+// convention (the bias is scaled too). Dynamic (input_scale 0): the primitive writes int32 and
+// dequantize_int32() applies the measured per-image or per-row scales and the bias.
+struct Int8Scales {
+  Int8Scales() = default;
+  Int8Scales(std::vector<float> weight_scales, float input_scale, const Tensor& bias);
+
+  std::vector<float> weight_scales, output_scales;
+  float input_scale = 0;
+  Tensor scaled_bias;
+  bool seven_bit_weights = false;  // halved by sdrt for a CPU without VNNI
+
+  bool dynamic() const { return input_scale == 0; }
+  // The attr of the reorder that quantises the caller's f32 input: 1/s_x, or runtime scales per
+  // index of dimension 0 (image or row) when dynamic.
+  dnnl::primitive_attr source_reorder_attr() const;
+  // Adds the static output scales, per index of the destination's dimension 1, to `attr`.
+  void add_output_scales(dnnl::primitive_attr& attr) const;
+  // Dynamic: each of `chunks` chunks of `len` values gets its scale (absmax / 127) in `scales`
+  // and 1/scale in `inverse`; without `measure` (a dry run) the scales are 1.
+  static void measure(const float* x, int64_t chunks, int64_t len, bool measure, std::vector<float>& scales,
+                      std::vector<float>& inverse);
+};
+
+// `weights` as an int8 primitive here should get them: the 7-bit form where the CPU lacks VNNI
+// and oneDNN's kernel (`halves_itself`: it halves them in its packed layout) does not.
+Int8Weights prepare_int8_weights(Int8Weights weights, bool halves_itself, bool& seven_bit);
 
 // One layer's weights in the layouts its primitives asked for (usually exactly one: oneDNN picks
 // the weight layout from the channel counts, not the input size).
