@@ -419,13 +419,21 @@ std::string format_benchmark_comparison(const std::vector<BenchmarkResult>& resu
              "peak MB", "int8 GOP/s", "int8 peak");
   const double base = results.front().unet_step_s.median;
   for (const auto& r : results) {
-    std::string name = fmt("%s %s", r.options.precision.c_str(),
-                           std::filesystem::path(r.options.model_dir).filename().string().c_str());
+    // An int8 folder runs its stored int8 layers whatever the precision (which then is the float parts').
+    const bool int8_folder =
+        std::filesystem::exists(std::filesystem::path(r.options.model_dir) / "unet" / "quantization_config.json");
+    std::string name = fmt("%s %s%s", r.options.precision.c_str(),
+                           std::filesystem::path(r.options.model_dir).filename().string().c_str(),
+                           int8_folder ? " (int8 folder)" : "");
     out += fmt("  %-34s %10.4f %7.2fx %10.3f %9.0f %9.0f", name.c_str(), r.unet_step_s.median,
                r.unet_step_s.median > 0 ? base / r.unet_step_s.median : 0.0, r.image_s.median,
                r.load_memory.unet / 1e6, r.peak_rss_bytes / 1e6);
-    out += r.unet.macs.int8 > 0 ? fmt(" %11.1f %8.1f%%\n", r.unet.int8_gops, 100 * r.unet.int8_peak_fraction)
-                                : fmt(" %11s %9s\n", "-", "-");
+    if (r.unet.macs.int8 == 0)
+      out += fmt(" %11s %9s\n", "-", "-");
+    else if (r.unet.int8_peak_fraction > 0)
+      out += fmt(" %11.1f %8.1f%%\n", r.unet.int8_gops, 100 * r.unet.int8_peak_fraction);
+    else  // the peak was not measured (--no-peak)
+      out += fmt(" %11.1f %9s\n", r.unet.int8_gops, "n/a");
   }
   return out;
 }
