@@ -9,19 +9,14 @@
 #include <string>
 
 #include "io/safetensors.h"
+#include "pipeline/golden_pipeline_cases.h"
 #include "pipeline/pipeline.h"
 #include "test_util.h"
 
 namespace sdrt {
 namespace {
 
-struct PipelineCase {
-  std::string scheduler;
-  int steps;
-};
-
-// Readable names in ctest output instead of a byte dump.
-void PrintTo(const PipelineCase& c, std::ostream* os) { *os << c.scheduler << ", " << c.steps << " steps"; }
+using PipelineCase = testing::GoldenCase;
 
 std::string case_name(const ::testing::TestParamInfo<PipelineCase>& info) {
   return info.param.scheduler + "_" + std::to_string(info.param.steps) + "steps";
@@ -38,47 +33,10 @@ const StableDiffusionPipeline& tiny_pipeline_bf16() {
   return pipeline;
 }
 
-SafeTensors open_golden(const PipelineCase& c) {
-  return SafeTensors::open(
-      testing::case_path("pipeline_" + c.scheduler + "_" + std::to_string(c.steps) + "steps.safetensors"));
-}
+SafeTensors open_golden(const PipelineCase& c) { return SafeTensors::open(c.file()); }
 
-// The golden run's request: prompts, guidance, size, initial latents and (for ancestral
-// schedulers) the replayed noise of every step.
-GenerateParams golden_request(const SafeTensors& golden, const PipelineCase& c) {
-  const auto& meta = golden.metadata();
-  GenerateParams p;
-  p.prompt = meta.at("prompt");
-  p.negative_prompt = meta.at("negative_prompt");
-  p.guidance = std::stof(meta.at("guidance_scale"));
-  p.steps = c.steps;
-  p.width = std::stoi(meta.at("width"));
-  p.height = std::stoi(meta.at("height"));
-  p.scheduler = c.scheduler;
-  p.latents = golden.load_f32("latents_init");
-  int evaluations = std::stoi(meta.at("unet_evaluations"));
-  if (golden.contains("step00.noise")) {
-    Tensor first = golden.load_f32("step00.noise");
-    Shape s = first.shape();
-    s.insert(s.begin(), evaluations);
-    Tensor noise = Tensor::empty(s);
-    for (int i = 0; i < evaluations; ++i) {
-      char key[32];
-      std::snprintf(key, sizeof key, "step%02d.noise", i);
-      Tensor step = golden.load_f32(key);
-      std::copy(step.data(), step.data() + step.numel(), noise.data() + i * step.numel());
-    }
-    p.noise = noise;
-  }
-  return p;
-}
-
-// Peak signal-to-noise ratio of two images in [0, 1], in dB.
-double psnr(const Tensor& a, const Tensor& b) {
-  double sum = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) sum += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-  return 10.0 * std::log10(1.0 / std::max(sum / static_cast<double>(a.numel()), 1e-20));
-}
+using testing::golden_request;
+using testing::psnr;
 
 class PipelineGolden : public ::testing::TestWithParam<PipelineCase> {};
 

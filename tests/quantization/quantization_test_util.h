@@ -1,15 +1,11 @@
-// Helpers for the int8 tests: small model folders to quantise, the diffusers golden pipeline
-// requests of the tiny model (tests/data/golden/README.md), and image PSNR.
+// Helpers for the int8 tests: small model folders to quantise; the golden pipeline cases they
+// are held to come from pipeline/golden_pipeline_cases.h.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 
-#include "io/safetensors.h"
-#include "pipeline/pipeline.h"
+#include "pipeline/golden_pipeline_cases.h"
 #include "test_util.h"
 
 namespace sdrt::testing {
@@ -23,58 +19,6 @@ inline std::string tiny_model_links(const std::string& name) {
   for (const auto& entry : fs::directory_iterator(tiny_model_dir()))
     if (entry.path().filename() != "cases") fs::create_symlink(entry.path(), dir / entry.path().filename());
   return dir.string();
-}
-
-// A golden pipeline case: tiny-sd15/cases/pipeline_<scheduler>_<steps>steps.safetensors.
-struct GoldenCase {
-  std::string scheduler;
-  int steps;
-  std::string file() const { return case_path("pipeline_" + scheduler + "_" + std::to_string(steps) + "steps.safetensors"); }
-};
-
-// The golden run's request: prompts, guidance, size, initial latents and (for ancestral
-// schedulers) the replayed noise of every step, as pipeline_golden_test.cpp builds it.
-inline GenerateParams golden_request(const SafeTensors& golden, const GoldenCase& c) {
-  const auto& meta = golden.metadata();
-  GenerateParams p;
-  p.prompt = meta.at("prompt");
-  p.negative_prompt = meta.at("negative_prompt");
-  p.guidance = std::stof(meta.at("guidance_scale"));
-  p.steps = c.steps;
-  p.width = std::stoi(meta.at("width"));
-  p.height = std::stoi(meta.at("height"));
-  p.scheduler = c.scheduler;
-  p.latents = golden.load_f32("latents_init");
-  const int evaluations = std::stoi(meta.at("unet_evaluations"));
-  if (golden.contains("step00.noise")) {
-    Tensor first = golden.load_f32("step00.noise");
-    Shape s = first.shape();
-    s.insert(s.begin(), evaluations);
-    Tensor noise = Tensor::empty(s);
-    for (int i = 0; i < evaluations; ++i) {
-      char key[32];
-      std::snprintf(key, sizeof key, "step%02d.noise", i);
-      Tensor step = golden.load_f32(key);
-      std::copy(step.data(), step.data() + step.numel(), noise.data() + i * step.numel());
-    }
-    p.noise = noise;
-  }
-  return p;
-}
-
-// Peak signal-to-noise ratio of two images in [0, 1], in dB.
-inline double psnr(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape(), b.shape());
-  double sum = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) sum += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-  return 10.0 * std::log10(1.0 / std::max(sum / static_cast<double>(a.numel()), 1e-20));
-}
-
-// The image PSNR of `pipeline` on golden case `c` against diffusers' fp32 image.
-inline double golden_psnr(const StableDiffusionPipeline& pipeline, const GoldenCase& c) {
-  SafeTensors golden = SafeTensors::open(c.file());
-  GenerateResult r = pipeline.generate(golden_request(golden, c));
-  return psnr(r.images, golden.load_f32("image"));
 }
 
 }  // namespace sdrt::testing
