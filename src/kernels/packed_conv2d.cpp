@@ -115,8 +115,8 @@ struct PackedConv2d::Impl {
   bool dynamic() const { return int8() && q.dynamic(); }
   // The bias the primitive adds (none for dynamic int8: the epilogue adds it).
   const Tensor* primitive_bias() const {
-    if (!bias.defined() || dynamic()) return nullptr;
-    return int8() ? &q.scaled_bias : &bias;
+    if (int8()) return q.primitive_bias(bias);
+    return bias.defined() ? &bias : nullptr;
   }
 
   ConvShape shape_of(const Shape& x_shape, bool channels_last) const {

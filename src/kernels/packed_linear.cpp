@@ -80,8 +80,8 @@ struct PackedLinear::Impl {
   bool int8() const { return precision == Precision::int8; }
   bool dynamic() const { return int8() && q.dynamic(); }
   const Tensor* primitive_bias() const {
-    if (!bias.defined() || dynamic()) return nullptr;
-    return int8() ? &q.scaled_bias : &bias;
+    if (int8()) return q.primitive_bias(bias);
+    return bias.defined() ? &bias : nullptr;
   }
 
   LinearShape shape_of(const Shape& x_shape) const {

@@ -46,6 +46,11 @@ struct Int8Scales {
   bool seven_bit_weights = false;  // halved by sdrt for a CPU without VNNI
 
   bool dynamic() const { return input_scale == 0; }
+  // The bias the primitive adds for a layer with `bias`: the scaled one when static, none when
+  // dynamic (the epilogue adds it).
+  const Tensor* primitive_bias(const Tensor& bias) const {
+    return bias.defined() && !dynamic() ? &scaled_bias : nullptr;
+  }
   // The attr of the reorder that quantises the caller's f32 input: 1/s_x, or runtime scales per
   // index of dimension 0 (image or row) when dynamic.
   dnnl::primitive_attr source_reorder_attr() const;
