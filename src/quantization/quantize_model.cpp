@@ -28,17 +28,14 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::F64; }
 
-// The UNet's convolution and linear layers: every "<layer>.weight" of rank 4 or 2 in a float dtype
-// (norm weights are rank 1; the UNet has no embedding tables).
-std::set<std::string> weight_layers(const SafeTensors& file) {
-  std::set<std::string> layers;
+// The layer whose weight tensor `name` is, if it is a convolution's or linear layer's: a
+// "<layer>.weight" of rank 4 or 2 in a float dtype (norm weights are rank 1; the UNet has no
+// embedding tables). Empty for every other tensor.
+std::string conv_or_linear_layer(const std::string& name, const TensorInfo& info) {
   const std::string suffix = ".weight";
-  for (const auto& [name, info] : file.tensors()) {
-    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
-    if ((info.shape.size() == 4 || info.shape.size() == 2) && is_float(info.dtype))
-      layers.insert(name.substr(0, name.size() - suffix.size()));
-  }
-  return layers;
+  if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return "";
+  if ((info.shape.size() != 4 && info.shape.size() != 2) || !is_float(info.dtype)) return "";
+  return name.substr(0, name.size() - suffix.size());
 }
 
 // Records the input range of the layers that will be quantised, on every call.
@@ -143,8 +140,9 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   const std::string weights_path = find_weights_file(unet_dir.string());
   const SafeTensors file = SafeTensors::open(weights_path);
   std::set<std::string> to_quantize;
-  for (const auto& layer : weight_layers(file))
-    if (policy.quantizes(layer)) to_quantize.insert(layer);
+  for (const auto& [name, info] : file.tensors())
+    if (const std::string layer = conv_or_linear_layer(name, info); !layer.empty() && policy.quantizes(layer))
+      to_quantize.insert(layer);
 
   std::map<std::string, ActivationRange> ranges;
   if (o.method == "ptq") {
@@ -158,10 +156,9 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
     copy_except_unet_weights(o.model_dir, o.out_dir);
     SafeTensorsWriter writer;
     writer.set_metadata("format", "pt");
-    const std::set<std::string> layers = weight_layers(file);
     for (const auto& [name, info] : file.tensors()) {
-      const std::string layer = name.size() > 7 ? name.substr(0, name.size() - 7) : "";
-      const bool is_layer_weight = layers.count(layer) && name == layer + ".weight";
+      const std::string layer = conv_or_linear_layer(name, info);
+      const bool is_layer_weight = !layer.empty();
       auto range = ranges.find(layer);
       const bool calibrated = o.method == "dynamic" || (range != ranges.end() && range->second.count() > 0);
       if (!is_layer_weight || !to_quantize.count(layer) || !calibrated) {
