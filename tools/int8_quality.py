@@ -16,7 +16,6 @@ quality.md into --out and prints the table.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,18 +54,6 @@ def ssim(a, b):
     return float(np.mean(scores))
 
 
-def generate(sdrt, model, precision, prompt, seed, steps, guidance, threads, path):
-    cmd = [sdrt, "generate", "--model", model, "--prompt", prompt, "--seed", str(seed), "--steps", str(steps),
-           "--guidance", str(guidance), "--output", path, "--quiet"]
-    if precision:
-        cmd += ["--precision", precision]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    subprocess.run(cmd, check=True)
-    from PIL import Image
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variants", nargs="+", help="LABEL=MODEL_DIR[:PRECISION]; the first is the reference")
@@ -95,8 +82,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for label, model, precision in variants:
             t0 = time.time()
-            images[label] = [generate(args.sdrt, model, precision, prompt, seed, args.steps, args.guidance,
-                                      args.threads, os.path.join(tmp, "img.png"))
+            images[label] = [ea.generate(args.sdrt, model, prompt, seed, args.steps, args.guidance, args.threads,
+                                         os.path.join(tmp, "img.png"), precision)
                              for _, prompt, _ in cases for seed in args.seeds]
             print("%s: %d images in %.0f s" % (label, len(images[label]), time.time() - t0), file=sys.stderr)
 

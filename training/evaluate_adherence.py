@@ -157,9 +157,11 @@ def shuffled_baseline(retrieved, targets, permutations, seed=0):
     return float(np.mean(top1)), float(np.mean(top5))
 
 
-def generate(sdrt, model, prompt, seed, steps, guidance, threads, path):
+def generate(sdrt, model, prompt, seed, steps, guidance, threads, path, precision=None):
     cmd = [sdrt, "generate", "--model", model, "--prompt", prompt, "--seed", str(seed),
            "--steps", str(steps), "--guidance", str(guidance), "--output", path, "--quiet"]
+    if precision:
+        cmd += ["--precision", precision]
     if threads:
         cmd += ["--threads", str(threads)]
     subprocess.run(cmd, check=True)
